@@ -1,0 +1,23 @@
+# The README's two commands: `make reproduce` (set up + tiny reproduction) and `make test`.
+# Both create the virtual environment first if it is missing or older than pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SCALE ?= tiny
+
+.PHONY: reproduce test env
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+env: $(STAMP)
+
+reproduce: $(STAMP)
+	$(VENV)/bin/hyperllama reproduce --scale $(SCALE)
+
+test: $(STAMP)
+	$(PY) -m pytest -q

@@ -1,0 +1,162 @@
+"""06_analysis: the paper's comparisons as figures (PNG + PDF) and tables (CSV + Markdown).
+
+(a) data efficiency: held-out bits per byte of the target language against target tokens seen,
+    1x vs 1x_cloned vs 2x, one panel per language;
+(b) English forgetting: BLiMP accuracy of every adapted model next to its English base, per setup;
+(c) merging: the merged models against the jointly trained multilingual model and the monolingual
+    models, per setup and language.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from . import artifacts, cpt, data, eval_grid, languages  # noqa: E402
+from .params import MissingInputError, Params  # noqa: E402
+
+SETUP_ORDER = ["1x", "1x_cloned", "2x"]
+PALETTE = dict(zip(SETUP_ORDER, sns.color_palette("colorblind", 3)))
+
+
+def _dirs(p: Params) -> tuple[Path, Path]:
+    figures, tables = p.publish_path / "figures", p.publish_path / "tables"
+    figures.mkdir(parents=True, exist_ok=True)
+    tables.mkdir(parents=True, exist_ok=True)
+    return figures, tables
+
+
+def save_table(df: pd.DataFrame, tables: Path, name: str, floatfmt: str = ".4f") -> list[Path]:
+    csv, md = tables / f"{name}.csv", tables / f"{name}.md"
+    artifacts.atomic_write_text(csv, df.to_csv(index=False))
+    artifacts.atomic_write_text(md, df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    return [csv, md]
+
+
+def save_figure(fig, figures: Path, name: str) -> list[Path]:
+    out = []
+    for ext in ("png", "pdf"):
+        path = figures / f"{name}.{ext}"
+        tmp = path.with_name(f".{path.name}.tmp.{ext}")
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        tmp.replace(path)
+        out.append(path)
+    plt.close(fig)
+    return out
+
+
+def _lang_label(code: str) -> str:
+    return languages.name(code).capitalize() if code in languages.LANGUAGES else code
+
+
+def data_table(p: Params) -> pd.DataFrame:
+    stats = pd.read_csv(data.paths(p).stats).convert_dtypes()
+    cols = ["lang", "docs_raw", "duplicates_removed", "decontaminated", "heldout_overlap_removed", "train_docs", "heldout_docs",
+            "train_chars", "train_tokens", "unimax_chars", "epochs", "target_tokens", "replay_tokens",
+            "replay_share_samples", "stream_tokens", "steps"]
+    return stats[[c for c in cols if c in stats]]
+
+
+def curve_figure(curves: pd.DataFrame, langs: list[str], english: bool = False):
+    """bpb against target tokens seen; one panel per adapted language (target text, or English text)."""
+    mono = curves[curves.trained_on.isin(langs)]
+    mono = mono[mono.lang == languages.ENGLISH] if english else mono[mono.lang == mono.trained_on]
+    mono = mono.assign(language=mono.trained_on.map(_lang_label))
+    g = sns.relplot(data=mono, x="tokens", y="bpb", hue="setup", hue_order=SETUP_ORDER, palette=PALETTE,
+                    col="language", col_wrap=min(5, len(langs)), kind="line", marker="o",
+                    height=2.6, aspect=1.0, facet_kws={"sharey": False})
+    g.set_axis_labels("target-language tokens seen", "English held-out bits/byte" if english
+                      else "held-out bits/byte")
+    g.set_titles("{col_name}")
+    g.figure.suptitle("English forgetting during adaptation" if english
+                      else "Data efficiency: held-out bits per byte vs target tokens", y=1.04)
+    return g.figure
+
+
+def final_bpb_table(results: pd.DataFrame, langs: list[str]) -> pd.DataFrame:
+    """Final held-out bpb of each monolingual model on its own language: languages x setups."""
+    own = results[(results.kind == "cpt") & (results.benchmark == "heldout") & (results.lang == results.trained_on)]
+    table = own.pivot_table(index="lang", columns="setup", values="value").reindex(langs)
+    return table.reindex(columns=[s for s in SETUP_ORDER if s in table]).reset_index()
+
+
+def blimp_table(results: pd.DataFrame) -> pd.DataFrame:
+    """English BLiMP accuracy per setup: the English base, then each adapted model."""
+    blimp = results[results.benchmark == "blimp"]
+    table = blimp[blimp.kind.isin(["base", "cpt", "multilingual"])].pivot_table(
+        index="setup", columns="trained_on", values="value")
+    first = [c for c in [languages.ENGLISH] if c in table]
+    table = table[first + [c for c in table if c not in first]].rename(columns={languages.ENGLISH: "base (before)"})
+    adapted = [c for c in table if c != "base (before)"]
+    table["mean change"] = table[adapted].mean(axis=1) - table["base (before)"]
+    return table.reindex([s for s in SETUP_ORDER if s in table.index]).reset_index()
+
+
+def blimp_figure(results: pd.DataFrame):
+    blimp = results[(results.benchmark == "blimp") & results.kind.isin(["base", "cpt", "multilingual"])]
+    blimp = blimp.assign(model=blimp.trained_on.map(lambda c: "English base" if c == languages.ENGLISH
+                                                    else _lang_label(c)))
+    order = ["English base"] + sorted(m for m in blimp.model.unique() if m != "English base")
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    sns.barplot(data=blimp, x="model", y="value", hue="setup", hue_order=SETUP_ORDER, palette=PALETTE,
+                order=order, ax=ax)
+    ax.set(xlabel="", ylabel="English BLiMP accuracy", title="English grammar before and after adaptation")
+    lo = max(0.0, blimp.value.min() - 0.05)
+    ax.set_ylim(lo, min(1.0, blimp.value.max() + 0.05))
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.legend(title="setup", fontsize=8)
+    return fig
+
+
+def merge_table(results: pd.DataFrame, langs: list[str]) -> pd.DataFrame:
+    """Held-out bpb per target language: monolingual models, the multilingual model, each merge."""
+    held = results[(results.benchmark == "heldout") & results.lang.isin(langs)]
+    mono = held[(held.kind == "cpt") & (held.lang == held.trained_on)].assign(model="monolingual")
+    joint = held[held.kind == "multilingual"].assign(model="multilingual (joint)")
+    merged = held[held.kind == "merged"].assign(model=lambda d: "merge: " + d.trained_on)
+    both = pd.concat([mono, joint, merged])
+    table = both.pivot_table(index=["setup", "model"], columns="lang", values="value")
+    table = table[[c for c in langs if c in table]]
+    table["mean"] = table.mean(axis=1)
+    return table.reset_index()
+
+
+def merge_figure(table: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sns.barplot(data=table, x="model", y="mean", hue="setup", hue_order=SETUP_ORDER, palette=PALETTE, ax=ax)
+    ax.set(xlabel="", ylabel="mean target held-out bits/byte (lower is better)",
+           title="Merged vs jointly trained multilingual vs monolingual")
+    ax.tick_params(axis="x", labelrotation=15)
+    ax.legend(title="setup", fontsize=8)
+    return fig
+
+
+def run(p: Params, log=print) -> dict[str, pd.DataFrame]:
+    results = eval_grid.load_results(p)
+    curves = cpt.curves(p)
+    if curves.empty:
+        raise MissingInputError(f"no training curves in {p.run_path}; run notebooks/03_cpt.ipynb first")
+    figures, tables = _dirs(p)
+    langs = list(p.langs)
+    out = {
+        "data_stats": data_table(p),
+        "heldout_bpb_final": final_bpb_table(results, langs),
+        "english_blimp": blimp_table(results),
+        "merging": merge_table(results, langs),
+    }
+    written = []
+    for name, df in out.items():
+        written += save_table(df, tables, name, floatfmt=".3f" if name == "data_stats" else ".4f")
+    written += save_table(results, tables, "results_tidy")
+    written += save_figure(curve_figure(curves, langs), figures, "bpb_vs_target_tokens")
+    written += save_figure(curve_figure(curves, langs, english=True), figures, "english_bpb_during_cpt")
+    written += save_figure(blimp_figure(results), figures, "english_blimp_before_after")
+    written += save_figure(merge_figure(out["merging"]), figures, "merged_vs_multilingual")
+    for path in written:
+        log(f"  wrote {path}")
+    return out

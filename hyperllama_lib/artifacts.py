@@ -1,0 +1,176 @@
+"""Run directories, atomic writes, and the manifest that lets finished steps be skipped.
+
+Layout of a run (one per scale): `runs/<scale>/`
+    manifest.json          one entry per finished step: fingerprint, parameters, outputs, code version
+    data/                  01_data: tokenizer, packed token files, held-out text, statistics
+    models/english/        02_upscale: seed, seed_x2, base_1x, base_2x, base_1x_cloned
+    models/cpt/<setup>/<lang>/   03_cpt: final/, checkpoints/step_N/, train_log.csv, curve.csv
+    models/merged/<setup>/<method>/   04_merge
+    results/               05_eval: tidy result rows
+A step is done when the manifest has its entry with the same fingerprint and all its outputs exist;
+the fingerprint hashes the step's parameters and the fingerprints of the steps it reads.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import __version__
+
+MANIFEST = "manifest.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(dst: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces `dst` in one rename."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def code_version() -> str:
+    """Package version plus the git commit (and '+dirty' for uncommitted changes) when available."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hyperllama_lib"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    return f"{__version__}+{commit}{'.dirty' if dirty else ''}" if commit else __version__
+
+
+class Manifest:
+    """The run's manifest.json; read-modify-write under a file lock, written atomically."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / MANIFEST
+
+    def read(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {"steps": {}}
+        return json.loads(self.path.read_text())
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / ".manifest.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def entry(self, step: str) -> dict[str, Any] | None:
+        return self.read()["steps"].get(step)
+
+    def is_done(self, step: str, fp: str) -> bool:
+        e = self.entry(step)
+        if not e or e.get("fingerprint") != fp:
+            return False
+        return all((self.run_dir / out).exists() for out in e.get("outputs", []))
+
+    def record(self, step: str, fp: str, params: dict[str, Any], outputs: list[Path],
+               started: float, extra: dict[str, Any] | None = None) -> None:
+        entry = {
+            "fingerprint": fp,
+            "params": params,
+            "outputs": [str(Path(o).resolve().relative_to(self.run_dir.resolve())) for o in outputs],
+            "code_version": code_version(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "duration_s": round(time.time() - started, 2),
+            **(extra or {}),
+        }
+        with self._locked():
+            data = self.read()
+            data["steps"][step] = entry
+            atomic_write_json(self.path, data)
+
+    def set_top(self, key: str, value: Any) -> None:
+        with self._locked():
+            data = self.read()
+            data[key] = value
+            atomic_write_json(self.path, data)
+
+
+class Step:
+    """Run a unit of work once: `with Step(...) as s: if s.todo: ...; s.outputs = [...]`."""
+
+    def __init__(self, run_dir: Path, name: str, params: dict[str, Any], upstream: list[str] = (),
+                 log=print):
+        self.manifest = Manifest(run_dir)
+        self.name = name
+        self.params = params
+        self.fp = fingerprint(name, params, sorted(upstream))
+        self.todo = not self.manifest.is_done(name, self.fp)
+        self.outputs: list[Path] = []
+        self.extra: dict[str, Any] = {}
+        self.log = log
+
+    def __enter__(self) -> "Step":
+        self.started = time.time()
+        self.log(f"[{self.name}] " + ("running" if self.todo else "up to date, skipped"))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self.todo:
+            self.manifest.record(self.name, self.fp, self.params, self.outputs, self.started, self.extra)
+            self.log(f"[{self.name}] done in {time.time() - self.started:.1f}s")
+
+
+def step_fingerprint(run_dir: Path, name: str) -> str | None:
+    e = Manifest(run_dir).entry(name)
+    return e["fingerprint"] if e else None

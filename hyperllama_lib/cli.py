@@ -1,0 +1,118 @@
+"""The `hyperllama` command: reproduce the paper at a scale, or HyperClone a model folder."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from . import languages
+from .params import REPO_ROOT, SCALES, ParamError, load_params
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ParamError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def plan_notebooks(p) -> list[tuple[str, dict]]:
+    """The notebook runs of a reproduction, in dependency order: (notebook, extra parameters)."""
+    runs = [("01_data", {}), ("02_upscale", {})]
+    runs += [("03_cpt", {"lang": lang}) for lang in [*p.langs, languages.MULTILINGUAL]]
+    runs += [("04_merge", {}), ("05_eval", {}), ("06_analysis", {})]
+    return runs
+
+
+def cmd_reproduce(args) -> int:
+    import papermill as pm
+
+    overrides = _overrides(args.set)
+    if args.langs:
+        overrides["langs"] = [s.strip() for s in args.langs.split(",")]
+    if args.run_dir:
+        overrides["run_dir"] = str(Path(args.run_dir).resolve())
+    p = load_params(args.scale, overrides)  # validate everything before any work
+    executed = p.run_path / "notebooks"
+    executed.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    for notebook, extra in plan_notebooks(p):
+        suffix = f"-{extra['lang']}" if "lang" in extra else ""
+        out = executed / f"{notebook}{suffix}.ipynb"
+        t0 = time.time()
+        print(f"[reproduce] {notebook}{suffix} ...", flush=True)
+        try:
+            pm.execute_notebook(str(NOTEBOOKS / f"{notebook}.ipynb"), str(out),
+                                parameters={"scale": p.scale, **overrides, **extra},
+                                cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3")
+        except pm.PapermillExecutionError as e:
+            print(f"[reproduce] {notebook}{suffix} failed: {e.ename}: {e.evalue} (executed notebook: {out})",
+                  file=sys.stderr)
+            return 1
+        print(f"[reproduce] {notebook}{suffix} done in {time.time() - t0:.0f}s -> {out}", flush=True)
+    print(f"[reproduce] scale {p.scale} finished in {time.time() - started:.0f}s; figures in "
+          f"{p.publish_path / 'figures'}, tables in {p.publish_path / 'tables'}, run in {p.run_path}")
+    return 0
+
+
+def cmd_clone(args) -> int:
+    from . import cloning
+
+    dst = cloning.clone_folder(args.src, args.dst, factor=args.factor, ffn_factor=args.ffn_factor,
+                               noise_std=args.noise_std, seed=args.seed, overwrite=args.overwrite)
+    info = (Path(dst) / "hyperclone.json").read_text()
+    print(f"cloned {args.src} x{args.factor} -> {dst}\n{info}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hyperllama", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser("reproduce", help="run the six notebooks with papermill at one scale",
+                         description="Run notebooks 01-06 with papermill in dependency order (CPT once per "
+                         "target language and once for the multilingual model). Finished steps are skipped. "
+                         "Executed notebooks are kept in <run_dir>/notebooks/.")
+    rep.add_argument("--scale", default="tiny", choices=SCALES, help="parameter file params/<scale>.yaml")
+    rep.add_argument("--langs", help="comma-separated target languages (codes or names); default: all five")
+    rep.add_argument("--run-dir", help="where artifacts go (default runs/<scale>, or $HYPERLLAMA_RUNS/<scale>)")
+    rep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override any parameter of the YAML (repeatable), e.g. --set lr=0.001")
+    rep.set_defaults(func=cmd_reproduce)
+
+    cl = sub.add_parser("clone", help="HyperClone a Llama-architecture model folder (function preserving)",
+                        description="Width-upscale a saved Llama or HyperLlama model folder by FACTOR with "
+                        "symmetric HyperCloning: every hidden vector x becomes [x, ..., x]; the clone's logits "
+                        "equal the source's. Tied embeddings stay tied (the head divides by the factor, "
+                        "model_type hyperllama).")
+    cl.add_argument("src", help="source model folder (save_pretrained, safetensors)")
+    cl.add_argument("dst", help="destination folder (must not exist unless --overwrite)")
+    cl.add_argument("--factor", type=int, default=2, help="width multiplier for hidden size and heads (default 2)")
+    cl.add_argument("--ffn-factor", type=int, default=None, help="FFN intermediate multiplier (default: --factor)")
+    cl.add_argument("--noise-std", type=float, default=0.0,
+                    help="symmetry-breaking noise that cancels across copies (still function preserving)")
+    cl.add_argument("--seed", type=int, default=0, help="seed for the noise")
+    cl.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    cl.set_defaults(func=cmd_clone)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ParamError, ValueError, FileNotFoundError) as e:
+        print(f"hyperllama {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

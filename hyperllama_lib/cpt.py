@@ -1,0 +1,72 @@
+"""03_cpt: continued pretraining of each setup's English base on one target language (or on all five
+at once, the jointly trained multilingual model). All setups of a language see identical data, steps
+and schedule (data-matched); each stage starts a fresh optimiser and schedule."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import artifacts, data, languages, modeling, training, upscale
+from . import tokenizer as tok_lib
+from .params import MissingInputError, Params
+
+
+def cpt_dir(p: Params, setup: str, lang: str) -> Path:
+    return p.run_path / "models" / "cpt" / setup / lang
+
+
+def final_model(p: Params, setup: str, lang: str) -> Path:
+    return cpt_dir(p, setup, lang) / "final"
+
+
+def step_name(setup: str, lang: str) -> str:
+    return f"cpt/{setup}/{lang}"
+
+
+def eval_texts(p: Params, lang: str) -> dict[str, list[str]]:
+    """Held-out text watched during training: the target language(s) and English (forgetting)."""
+    dp = data.paths(p)
+    langs = list(p.langs) if lang == languages.MULTILINGUAL else [lang]
+    per_lang = p.train_eval_max_bytes // len(langs)
+    texts = {code: data.read_texts(dp.heldout(code), per_lang) for code in langs}
+    texts[languages.ENGLISH] = data.read_texts(dp.heldout(languages.ENGLISH), p.train_eval_max_bytes)
+    return texts
+
+
+def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log=print) -> pd.DataFrame:
+    lang = lang or p.lang
+    if lang is None:
+        raise MissingInputError("03_cpt needs a language: -p lang persian (or multilingual)")
+    data_fp = upscale.require_step(p, data.STEP, "01_data")
+    plan = data.load_plan(p)
+    steps = plan["cpt_steps"][lang]
+    tok = tok_lib.load_tokenizer(data.paths(p).tokenizer)
+    rows = []
+    for setup in setups or p.setups:
+        base_fp = upscale.require_step(p, f"english/{upscale.BASE_FOR_SETUP[setup]}", "02_upscale")
+        params = {**p.subset(upscale.TRAIN_KEYS), "lang": lang, "setup": setup, "steps": steps}
+        with artifacts.Step(p.run_path, step_name(setup, lang), params, [data_fp, base_fp], log=log) as s:
+            if s.todo:
+                model = modeling.load_model(upscale.base_model(p, setup))
+                stage = training.Stage(name=f"{setup}-{lang}", tokens=data.paths(p).train(lang),
+                                       out_dir=cpt_dir(p, setup, lang), steps=steps,
+                                       eval_texts=eval_texts(p, lang))
+                s.extra = training.train(model, tok, stage, p, log=log)
+                s.outputs = [final_model(p, setup, lang), cpt_dir(p, setup, lang) / "curve.csv"]
+        entry = artifacts.Manifest(p.run_path).entry(step_name(setup, lang))
+        rows.append({"setup": setup, "lang": lang, "steps": entry["steps"], "tokens": entry["tokens"],
+                     "flops_total": entry["flops_total"], "seconds": entry["seconds"],
+                     **{f"bpb_{k}": v for k, v in entry["final_bpb"].items()}})
+    return pd.DataFrame(rows)
+
+
+def curves(p: Params) -> pd.DataFrame:
+    """All checkpoint curves of all CPT runs: one row per (setup, lang, step, evaluated language)."""
+    frames = []
+    for setup in p.setups:
+        for lang in [*p.langs, languages.MULTILINGUAL]:
+            f = cpt_dir(p, setup, lang) / "curve.csv"
+            if f.exists():
+                frames.append(pd.read_csv(f).assign(setup=setup, trained_on=lang))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

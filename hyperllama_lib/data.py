@@ -1,0 +1,280 @@
+"""01_data: per-language corpora -> decontaminated train/held-out splits -> UniMax budgets with English
+replay -> tokenizer -> packed token streams for every training stage.
+
+Choices where the paper is silent (see README, "Choices we made"):
+- Held-out text: a stable hash split of the deduplicated documents (`heldout_fraction`, capped at
+  `heldout_max_docs`); the UDHR of each language is a second, parallel held-out text and is never trained on.
+- Decontamination: training documents that equal, or contain as a sentence, any sentence of an
+  evaluation set (BLiMP, UDHR, MultiBLiMP-format pair files) are removed.
+- Fractional epochs: whole passes reshuffled each epoch, then the first part of one more shuffle.
+- Code files are cut into pieces of about `code_chunk_chars` at top-level lines (small scales), so
+  replay samples many files; the paper scale keeps whole python-edu files.
+- The seed's English phase mixes in `seed_english_phase_code_fraction` of the code documents.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import artifacts, corpus, languages, packing, unimax
+from . import tokenizer as tok_lib
+from .params import Params
+
+DATA_KEYS = [
+    "seed", "data_source", "max_docs_per_lang", "heldout_fraction", "heldout_max_docs",
+    "english_seed_fraction", "code_max_bytes", "code_chunk_chars", "char_budget", "max_epochs", "replay_english_fraction",
+    "replay_code_fraction", "replay_reference_lang", "eval_pairs_files", "tokenizer", "bpe_vocab_size",
+    "langs", "seq_len", "global_batch_size",
+]
+STEP = "data"
+
+
+@dataclass
+class DataPaths:
+    root: Path
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    def train(self, name: str) -> Path:  # name: a target language, "multilingual", "seed" or "base"
+        return self.root / "train" / f"{name}.bin"
+
+    def heldout(self, lang: str) -> Path:
+        return self.root / "heldout" / f"{lang}.txt"
+
+    def udhr(self, lang: str) -> Path:
+        return self.root / "udhr" / f"{lang}.txt"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.csv"
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+
+def paths(p: Params) -> DataPaths:
+    return DataPaths(p.run_path / "data")
+
+
+def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
+    """Read a held-out text file (one document a line), optionally only the first `max_bytes` bytes."""
+    out, size = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if max_bytes is not None and size >= max_bytes:
+            break
+        out.append(line)
+        size += len(line.encode("utf-8"))
+    return out
+
+
+def data_hash(p: Params) -> str:
+    """Content hash of the local data the run reads (or the Hub sources named, for hub runs)."""
+    if p.data_source == "hub":
+        return artifacts.fingerprint("hub", [languages.LANGUAGES[c].fineweb2_subset for c in p.langs])
+    h = hashlib.sha256()
+    for sub in ("text", "udhr", "blimp"):
+        for f in sorted((p.data_path / sub).rglob("*")):
+            if f.is_file():
+                h.update(str(f.relative_to(p.data_path)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# -- reading and cleaning -------------------------------------------------------------------------
+
+def _read(p: Params, lang: str) -> list[corpus.Document]:
+    if p.data_source == "hub":
+        docs = corpus.load_smollm_english(max_docs=p.max_docs_per_lang) if lang == languages.ENGLISH \
+            else corpus.load_fineweb2(lang, max_docs=p.max_docs_per_lang)
+    else:
+        docs = corpus.read_local_corpus(p.data_path, lang)
+    return docs
+
+
+def _subsample(docs: list, n: int | None, seed: int, salt: str) -> list:
+    if n is None or len(docs) <= n:
+        return docs
+    rng = random.Random(f"{seed}-{salt}")
+    keep = sorted(rng.sample(range(len(docs)), n))
+    return [docs[i] for i in keep]
+
+
+def eval_keys(p: Params, lang: str) -> set[str]:
+    """Sentences of the evaluation sets (UDHR, BLiMP for English, pair files) as dedup keys."""
+    if p.data_source == "local":
+        return corpus.evaluation_keys(p.data_path, lang, pair_files=[Path(f) for f in p.eval_pairs_files])
+    keys: set[str] = set()
+    for f in p.eval_pairs_files:
+        keys |= corpus.pair_file_sentences(Path(f))
+    return keys
+
+
+def clean_language(p: Params, lang: str) -> tuple[list, list, dict]:
+    """Read, deduplicate, decontaminate and split one language; returns (train, heldout, counts)."""
+    raw = _subsample(_read(p, lang), p.max_docs_per_lang, p.seed, lang)
+    deduped, n_dup = corpus.dedup(raw)
+    clean, n_contam = corpus.decontaminate(deduped, eval_keys(p, lang))
+    train, heldout = corpus.split_heldout(clean, p.heldout_fraction, p.seed, p.heldout_max_docs)
+    # Near-duplicates that exact dedup misses (e.g. Persian updt-text spaces its punctuation unlike the
+    # UD copies of the same sentences) must not leak held-out text into training.
+    train, n_overlap = corpus.decontaminate(train, {corpus.dedup_key(d.text) for d in heldout})
+    if not train or not heldout:
+        raise ValueError(f"language {lang}: {len(train)} training and {len(heldout)} held-out documents "
+                         "after cleaning; the corpus is too small for these parameters")
+    counts = {"docs_raw": len(raw), "duplicates_removed": n_dup, "decontaminated": n_contam,
+              "heldout_overlap_removed": n_overlap,
+              "train_docs": len(train), "heldout_docs": len(heldout)}
+    return train, heldout, counts
+
+
+# -- mixtures -------------------------------------------------------------------------------------
+
+def repeat_epochs(items: list, epochs: float, rng: random.Random) -> list:
+    """Whole passes, each reshuffled, then the first part of one more shuffle for a fractional epoch."""
+    out: list = []
+    whole = int(epochs)
+    for _ in range(whole):
+        out += rng.sample(items, len(items))
+    rest = round((epochs - whole) * len(items))
+    if rest:
+        out += rng.sample(items, len(items))[:rest]
+    return out
+
+
+def replay_counts(p: Params, n_docs: dict[str, int], n_english: int, n_code: int) -> dict[str, tuple[int, int]]:
+    """English and code replay documents per language: the reference language gets the base fractions,
+    the others that scaled by their share of training documents (FACTS.md)."""
+    ref = n_docs[p.replay_reference_lang] if p.replay_reference_lang in n_docs else max(n_docs.values())
+    return {lang: (round(p.replay_english_fraction * n / ref * n_english),
+                   round(p.replay_code_fraction * n / ref * n_code)) for lang, n in n_docs.items()}
+
+
+def _chars(docs) -> int:
+    return sum(len(d.text) for d in docs)
+
+
+def _write_text(path: Path, docs) -> None:
+    artifacts.atomic_write_text(path, "".join(d.text + "\n" for d in docs))
+
+
+def prepare(p: Params, log=print) -> pd.DataFrame:
+    """Run 01_data (skipped when its outputs exist for the same parameters and data)."""
+    dp = paths(p)
+    params = p.subset(DATA_KEYS)
+    with artifacts.Step(p.run_path, STEP, {**params, "data_hash": data_hash(p)}, log=log) as step:
+        if step.todo:
+            _prepare(p, dp, log)
+            step.outputs = [dp.stats, dp.plan, dp.tokenizer, dp.train("seed"), dp.train("base"),
+                            dp.train("multilingual")] + [dp.train(lang) for lang in p.langs]
+            step.extra = {"data_hash": step.params["data_hash"]}
+    return pd.read_csv(dp.stats).convert_dtypes()
+
+
+def _prepare(p: Params, dp: DataPaths, log) -> None:
+    rng = random.Random(p.seed)
+    split: dict[str, tuple[list, list, dict]] = {}
+    for lang in [languages.ENGLISH, *p.langs]:
+        split[lang] = clean_language(p, lang)
+        log(f"  {lang}: {split[lang][2]}")
+    eng_train = split[languages.ENGLISH][0]
+    eng_seed, eng_base = corpus.split_fraction(eng_train, p.english_seed_fraction, p.seed, "english-80-20")
+    code = corpus.load_python_edu(max_chars=p.code_max_bytes) if p.data_source == "hub" \
+        else corpus.code_documents(p.code_max_bytes, seed=p.seed)
+    if p.code_chunk_chars:
+        code = corpus.chunk_code(code, p.code_chunk_chars)
+
+    # Tokenizer, then every document once.
+    if p.tokenizer == "llama3":
+        tok = tok_lib.llama3_tokenizer()
+    else:
+        texts = [d.text for lang in split for d in split[lang][0]] + [d.text for d in code]
+        tok = tok_lib.train_bpe(texts, p.bpe_vocab_size)
+    tok_lib.save_tokenizer(tok, dp.tokenizer)
+    vocab = len(tok)
+
+    def encode(docs) -> list[list[int]]:
+        return tok_lib.encode_documents(tok, [d.text for d in docs], add_bos=True)
+
+    ids = {lang: encode(split[lang][0]) for lang in p.langs}
+    eng_seed_ids, eng_base_ids, code_ids = encode(eng_seed), encode(eng_base), encode(code)
+
+    # UniMax over characters (the paper's budget unit), capped at max_epochs.
+    available = {lang: _chars(split[lang][0]) for lang in p.langs}
+    alloc = unimax.unimax(available, p.char_budget, p.max_epochs)
+    replay = replay_counts(p, {lang: len(ids[lang]) for lang in p.langs}, len(eng_seed_ids), len(code_ids))
+
+    rows, mixtures = [], {}
+    for lang in p.langs:
+        epochs = alloc[lang] / available[lang]
+        target = repeat_epochs(ids[lang], epochs, rng)
+        n_eng, n_code = replay[lang]
+        replay_docs = rng.sample(eng_seed_ids, min(n_eng, len(eng_seed_ids))) + \
+            rng.sample(code_ids, min(n_code, len(code_ids)))
+        mixture = rng.sample(target + replay_docs, len(target) + len(replay_docs))
+        mixtures[lang] = mixture
+        info = packing.write_tokens(dp.train(lang), mixture, vocab)
+        train_tokens = sum(len(x) for x in ids[lang])
+        target_tokens = sum(len(x) for x in target)
+        replay_tokens = sum(len(x) for x in replay_docs)
+        rows.append({
+            "lang": lang, **split[lang][2],
+            "train_chars": available[lang], "train_bytes": sum(len(d.text.encode()) for d in split[lang][0]),
+            "train_tokens": train_tokens, "chars_per_token": round(available[lang] / train_tokens, 3),
+            "unimax_chars": round(alloc[lang]), "epochs": round(epochs, 3),
+            "target_tokens": target_tokens, "replay_english_docs": n_eng, "replay_code_docs": n_code,
+            "replay_tokens": replay_tokens, "replay_share_samples": round(len(replay_docs) / len(mixture), 4),
+            "stream_tokens": info["n_tokens"],
+            "steps": p.cpt_steps.get(lang, info["n_tokens"] // p.tokens_per_step),
+        })
+    # The jointly trained model sees all five mixtures at once.
+    joint = [d for lang in p.langs for d in mixtures[lang]]
+    info = packing.write_tokens(dp.train(languages.MULTILINGUAL), rng.sample(joint, len(joint)), vocab)
+    rows.append({"lang": languages.MULTILINGUAL, "stream_tokens": info["n_tokens"],
+                 "target_tokens": sum(r["target_tokens"] for r in rows),
+                 "replay_tokens": sum(r["replay_tokens"] for r in rows),
+                 "steps": p.cpt_steps.get(languages.MULTILINGUAL, info["n_tokens"] // p.tokens_per_step)})
+
+    # English: the seed (code epochs, then 80% English mixed with code) and the bases (20% English).
+    phase1 = repeat_epochs(code_ids, p.seed_code_epochs, rng)
+    phase2_code = rng.sample(code_ids, round(p.seed_english_phase_code_fraction * len(code_ids)))
+    phase2 = rng.sample(eng_seed_ids + phase2_code, len(eng_seed_ids) + len(phase2_code))
+    seed_info = packing.write_tokens(dp.train("seed"), phase1 + phase2, vocab)
+    base_info = packing.write_tokens(dp.train("base"), rng.sample(eng_base_ids, len(eng_base_ids)), vocab)
+    eng_counts = split[languages.ENGLISH][2]
+    seed_steps = p.seed_steps or seed_info["n_tokens"] // p.tokens_per_step
+    base_steps = p.base_steps or base_info["n_tokens"] // p.tokens_per_step
+    rows.append({"lang": "eng (seed: code, then 80% English + code)", **eng_counts,
+                 "train_chars": _chars(eng_seed), "train_tokens": sum(map(len, eng_seed_ids)),
+                 "stream_tokens": seed_info["n_tokens"], "steps": seed_steps})
+    rows.append({"lang": "eng (bases: 20% English)", "train_chars": _chars(eng_base),
+                 "train_tokens": sum(map(len, eng_base_ids)), "stream_tokens": base_info["n_tokens"],
+                 "steps": base_steps})
+    rows.append({"lang": "code (Python)", "train_docs": len(code), "train_chars": _chars(code),
+                 "train_tokens": sum(map(len, code_ids))})
+
+    for lang in [languages.ENGLISH, *p.langs]:
+        _write_text(dp.heldout(lang), split[lang][1])
+        if p.data_source == "local":
+            artifacts.atomic_write_text(dp.udhr(lang), "".join(
+                line + "\n" for line in corpus.udhr_lines(p.data_path, lang)))
+    plan = {"vocab_size": vocab, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+            "seed_steps": seed_steps, "base_steps": base_steps,
+            "clone_after_fraction_of_english_steps": round(seed_steps / (seed_steps + base_steps), 4),
+            "seed_phase_tokens": {"code": sum(map(len, phase1)), "english_and_code": sum(map(len, phase2))},
+            "cpt_steps": {r["lang"]: r["steps"] for r in rows[: len(p.langs) + 1]},
+            "unimax_chars": {k: round(v) for k, v in alloc.items()}, "available_chars": available}
+    artifacts.atomic_write_json(dp.plan, plan)
+    stats = pd.DataFrame(rows)
+    artifacts.atomic_write_text(dp.stats, stats.to_csv(index=False))
+
+
+def load_plan(p: Params) -> dict:
+    return json.loads(paths(p).plan.read_text())

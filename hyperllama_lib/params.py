@@ -1,0 +1,274 @@
+"""Parameters: one flat YAML per scale (params/<scale>.yaml), overridable key by key.
+
+Every key is a field of `Params`; a YAML file or an override naming anything else stops with a
+one-line `ParamError` that lists the valid choices, before any work starts. Keys are flat so that
+papermill's `-p key value` can override any of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import languages
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PARAMS_DIR = REPO_ROOT / "params"
+SCALES = ("smoke", "tiny", "small", "paper")
+SETUPS = ("1x", "1x_cloned", "2x")
+DATA_ENV = "HYPERLLAMA_DATA"
+RUNS_ENV = "HYPERLLAMA_RUNS"
+
+
+class ParamError(ValueError):
+    """Bad parameters. Shown as one line, in notebooks too (IPython calls _render_traceback_)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"ParamError: {self}"]
+
+
+class MissingInputError(RuntimeError):
+    """A step's inputs do not exist yet; the message says which notebook to run first."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"MissingInputError: {self}"]
+
+
+@dataclass
+class Params:
+    scale: str = "tiny"
+    seed: int = 1234
+    # selection (notebook parameters)
+    lang: str | None = None  # 03_cpt: one target language (code or name) or "multilingual"
+    langs: list = field(default_factory=lambda: list(languages.TARGET_LANGUAGES))
+    setups: list = field(default_factory=lambda: list(SETUPS))
+    # paths (None: environment variable, then the default beside the repository)
+    data_dir: str | None = None
+    run_dir: str | None = None
+    publish_dir: str | None = "."  # figures/ and tables/ go here (relative to the repo); None: run_dir
+    # data
+    data_source: str = "local"  # local: ../shared/data layout; hub: FineWeb-2 and SmolLM-Corpus
+    max_docs_per_lang: int | None = None  # cap on documents read per language (smoke scale)
+    heldout_fraction: float = 0.05
+    heldout_max_docs: int | None = 300
+    english_seed_fraction: float = 0.8  # the paper's 80/20 English split: seed / bases
+    code_max_bytes: int = 300_000
+    code_chunk_chars: int | None = 2000  # cut code files into ~this many characters; None: whole files
+    char_budget: float = 1.2e6  # UniMax budget in characters over the target languages
+    max_epochs: float = 6.0
+    replay_english_fraction: float = 0.01  # of the 80% English split, for the reference language
+    replay_code_fraction: float = 0.05  # of the code data, for the reference language
+    replay_reference_lang: str = "swe"  # others get replay scaled by their share of documents
+    eval_pairs_files: list = field(default_factory=list)  # MultiBLiMP-format data.tsv to decontaminate against
+    tokenizer: str = "bpe"  # bpe (trained on the corpus) | llama3 (128,256 ids, offline)
+    bpe_vocab_size: int = 2048
+    # model: SmolLM2 shape with a GeGLU MLP
+    hidden_size: int = 64
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 16
+    intermediate_size: int = 192
+    hidden_act: str = "gelu"
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    clone_factor: int = 2
+    # training
+    seq_len: int = 128
+    micro_batch_size: int = 16
+    global_batch_size: int = 16  # sequences per optimiser step (gradient accumulation fills it)
+    lr: float = 3e-3
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    warmup_steps: int = 10
+    decay_fraction: float = 0.2  # linear decay to 0 over this last fraction of steps
+    seed_code_epochs: float = 2.0
+    seed_english_phase_code_fraction: float = 0.1
+    seed_steps: int | None = None  # None: one pass over the planned stream
+    base_steps: int | None = None
+    cpt_steps: dict = field(default_factory=dict)  # lang or "multilingual" -> steps
+    checkpoint_every_tokens: int = 20480
+    train_eval_max_bytes: int = 20000
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (fp32 on CPU, bf16 autocast on GPU) | fp32 | bf16
+    # merging
+    merge_methods: list = field(default_factory=lambda: ["linear", "ties"])
+    merge_density: float = 0.5
+    merge_weight: float = 1.0
+    merge_normalize: bool = True
+    merge_dtype: str = "float32"
+    # evaluation
+    blimp_pairs_per_paradigm: int | None = 20
+    eval_max_bytes: int = 40000
+    eval_batch_size: int = 32
+
+    # -- derived paths --------------------------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        if self.data_dir:
+            return _resolve(self.data_dir)
+        if os.environ.get(DATA_ENV):
+            return _resolve(os.environ[DATA_ENV])
+        return (REPO_ROOT.parent / "shared" / "data").resolve()
+
+    @property
+    def run_path(self) -> Path:
+        if self.run_dir:
+            return _resolve(self.run_dir)
+        if os.environ.get(RUNS_ENV):
+            return _resolve(os.environ[RUNS_ENV]) / self.scale
+        return REPO_ROOT / "runs" / self.scale
+
+    @property
+    def publish_path(self) -> Path:
+        return _resolve(self.publish_dir) if self.publish_dir is not None else self.run_path
+
+    @property
+    def grad_accum(self) -> int:
+        return self.global_batch_size // self.micro_batch_size
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch_size * self.seq_len
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def subset(self, keys: list[str]) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in keys}
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    p = Path(path).expanduser()
+    return (p if p.is_absolute() else REPO_ROOT / p).resolve()
+
+
+FIELDS = {f.name: f for f in fields(Params)}
+
+
+def _unknown_key(key: str) -> ParamError:
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ParamError(f"unknown parameter {key!r}{hint}; valid keys: {', '.join(FIELDS)}")
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Papermill and YAML give ints for floats and strings for None; make types match the field."""
+    default = FIELDS[key].default if FIELDS[key].default is not dataclasses.MISSING else None
+    kind = FIELDS[key].type
+    if value is None or value == "None" or value == "null":
+        if "None" in str(kind):
+            return None
+        raise ParamError(f"parameter {key!r} must not be empty")
+    try:
+        if "float" in str(kind) and not isinstance(value, bool):
+            return float(value)
+        if "int" in str(kind) and not isinstance(value, bool):
+            if float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if "bool" in str(kind):
+            if isinstance(value, str):
+                return {"true": True, "false": False}[value.lower()]
+            return bool(value)
+        if "list" in str(kind):
+            return list(value) if isinstance(value, (list, tuple)) else [v.strip() for v in str(value).split(",")]
+        if "dict" in str(kind) and not isinstance(value, dict):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise ParamError(f"parameter {key!r} has a bad value {value!r} (expected {kind}, like {default!r})") from None
+    return value
+
+
+def _choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ParamError(f"unknown {key} {value!r}; valid choices: {', '.join(valid)}")
+
+
+def _lang(value: str, allow_multilingual: bool = False) -> str:
+    try:
+        return languages.to_code(value, allow_multilingual=allow_multilingual)
+    except ValueError as e:
+        raise ParamError(str(e)) from None
+
+
+def validate(p: Params, need_data: bool = True) -> Params:
+    _choice("scale", p.scale, SCALES)
+    _choice("data_source", p.data_source, ("local", "hub"))
+    _choice("tokenizer", p.tokenizer, ("bpe", "llama3"))
+    _choice("device", p.device, ("auto", "cpu", "cuda"))
+    _choice("precision", p.precision, ("auto", "fp32", "bf16"))
+    _choice("merge_dtype", p.merge_dtype, ("float32", "bfloat16", "float16"))
+    p.langs = [_lang(lang) for lang in p.langs]
+    for lang in p.langs:
+        if lang not in languages.TARGET_LANGUAGES:
+            raise ParamError(f"{lang!r} is not a target language; valid choices: {', '.join(languages.TARGET_LANGUAGES)}")
+    if p.lang is not None:
+        p.lang = _lang(p.lang, allow_multilingual=True)
+        if p.lang == languages.ENGLISH:
+            raise ParamError("lang 'eng' is the source language; valid choices: "
+                             f"{', '.join(languages.TARGET_LANGUAGES)}, {languages.MULTILINGUAL} (or their names)")
+    p.replay_reference_lang = _lang(p.replay_reference_lang)
+    for setup in p.setups:
+        _choice("setup", setup, SETUPS)
+    from .merging import METHODS  # the registry of merge methods is the list of valid choices
+
+    for method in p.merge_methods:
+        _choice("merge method", method, tuple(METHODS))
+    p.cpt_steps = {_lang(k, allow_multilingual=True): int(v) for k, v in p.cpt_steps.items()}
+    if p.global_batch_size % p.micro_batch_size:
+        raise ParamError(f"global_batch_size {p.global_batch_size} is not a multiple of micro_batch_size {p.micro_batch_size}")
+    if p.hidden_size != p.num_heads * p.head_dim:
+        raise ParamError(f"hidden_size {p.hidden_size} != num_heads {p.num_heads} x head_dim {p.head_dim}")
+    if p.num_heads % p.num_kv_heads:
+        raise ParamError(f"num_heads {p.num_heads} is not a multiple of num_kv_heads {p.num_kv_heads}")
+    if not 0 < p.heldout_fraction < 1 or not 0 < p.english_seed_fraction < 1:
+        raise ParamError("heldout_fraction and english_seed_fraction must lie strictly between 0 and 1")
+    if need_data and p.data_source == "local" and not (p.data_path / "text").is_dir():
+        raise ParamError(f"data folder {p.data_path} not found (it needs text/ and blimp/); "
+                         f"set {DATA_ENV}=PATH or pass -p data_dir PATH")
+    return p
+
+
+def scale_file(scale: str) -> Path:
+    _choice("scale", scale, SCALES)
+    return PARAMS_DIR / f"{scale}.yaml"
+
+
+def load_params(scale: str = "tiny", overrides: dict[str, Any] | None = None, need_data: bool = True) -> Params:
+    """Read params/<scale>.yaml, apply overrides, validate. Raises ParamError on anything unknown."""
+    scale = str(scale).strip().lower()
+    with open(scale_file(scale)) as f:
+        values = yaml.safe_load(f) or {}
+    values.update({k: v for k, v in (overrides or {}).items()})
+    values["scale"] = scale
+    for key in values:
+        if key not in FIELDS:
+            raise _unknown_key(key)
+    return validate(Params(**{k: _coerce(k, v) for k, v in values.items()}), need_data=need_data)
+
+
+_NOTEBOOK_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def from_notebook(namespace: dict[str, Any], need_data: bool = True) -> Params:
+    """Params from a notebook's globals: its parameters cell plus whatever papermill injected.
+
+    Every plain value that the notebook defines (str, number, bool, list, dict, None) is taken as a
+    parameter; anything papermill injects that is not a known key stops the notebook here.
+    """
+    values = {
+        k: v for k, v in namespace.items()
+        if not k.startswith("_") and k not in _NOTEBOOK_NAMES
+        and (v is None or isinstance(v, (str, int, float, bool, list, dict)))
+    }
+    scale = values.pop("scale", "tiny")
+    return load_params(scale, values, need_data=need_data)

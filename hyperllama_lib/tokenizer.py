@@ -1,0 +1,129 @@
+"""Tokenizers: the real Llama-3 tokenizer (built offline) and small byte-level BPEs.
+
+Both are returned as transformers `PreTrainedTokenizerFast`, so model folders can save them.
+Neither inserts BOS automatically (no post-processor template): `tok.encode(x)` and `tok(x)` give
+just the text's ids, and `encode_documents` prepends BOS explicitly, as the paper's scoring
+("log-probability conditioned on BOS") and packing need.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+BOS = "<|begin_of_text|>"
+EOS = "<|end_of_text|>"
+LLAMA3_VOCAB_SIZE = 128_256  # 128,000 BPE ranks + 256 special tokens
+
+
+def _llama3_source():
+    from llama_models.llama3.tokenizer import Tokenizer as Llama3Tiktoken
+
+    return Llama3Tiktoken
+
+
+def llama3_pattern() -> str:
+    """Llama-3's pre-tokenizer regex, as llama_models defines it."""
+    return _llama3_source().pat_str
+
+
+def llama3_model_path() -> Path:
+    """The `tokenizer.model` (tiktoken BPE ranks) shipped in the llama_models package."""
+    import llama_models
+
+    return Path(llama_models.__file__).parent / "llama3" / "tokenizer.model"
+
+
+def _pre_tokenizer(pattern: str) -> pre_tokenizers.PreTokenizer:
+    # Split on the regex first, then map bytes to printable characters (GPT-2 byte level).
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+def _wrap(backend: Tokenizer) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=BOS, eos_token=EOS)
+
+
+@functools.lru_cache(maxsize=1)
+def _llama3_backend() -> Tokenizer:
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    source = _llama3_source().get_instance()
+    specials = sorted(source.special_tokens, key=source.special_tokens.get)
+    converter = TikTokenConverter(
+        vocab_file=str(llama3_model_path()), pattern=source.pat_str, extra_special_tokens=specials
+    )
+    backend = converter.converted()
+    backend.post_processor = None  # no automatic BOS, and no offset trimming to keep
+    return backend
+
+
+def llama3_tokenizer() -> PreTrainedTokenizerFast:
+    """The Llama-3 tokenizer (128,256 ids), converted offline from llama_models' tiktoken file.
+
+    Ids 0..127,999 are the BPE ranks; 128,000.. are llama_models' special tokens in its order
+    (`<|begin_of_text|>` = 128000, `<|end_of_text|>` = 128001, `<|reserved_special_token_0|>`, ...).
+    The conversion is cached per process; every call returns an independent tokenizer
+    (transformers deep-copies the backend it is given).
+    """
+    tok = _wrap(_llama3_backend())
+    if len(tok) != LLAMA3_VOCAB_SIZE or tok.bos_token_id != 128_000:
+        raise RuntimeError(f"Llama-3 conversion gave {len(tok)} ids, BOS id {tok.bos_token_id}")
+    return tok
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on `texts` with Llama-3's pre-tokenizer regex.
+
+    Ids 0 and 1 are BOS and EOS, then the 256 byte symbols, then merges. Training has no
+    randomness: the same texts in the same order give the same tokenizer.
+    """
+    if vocab_size < 258:
+        raise ValueError(f"vocab_size must be at least 258 (2 special tokens + 256 bytes), got {vocab_size}")
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = _pre_tokenizer(llama3_pattern())
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return _wrap(backend)
+
+
+def save_tokenizer(tok: PreTrainedTokenizerFast, directory: str | Path) -> None:
+    tok.save_pretrained(str(directory))
+
+
+def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast.from_pretrained(str(directory))
+
+
+def encode_documents(
+    tok: PreTrainedTokenizerFast, texts: list[str], add_bos: bool = True, add_eos: bool = False
+) -> list[list[int]]:
+    """Token ids of each text, batched in the `tokenizers` backend (parallel).
+
+    Special-token strings inside the texts (e.g. a literal "<|end_of_text|>" in a web page) are
+    encoded as ordinary text, so only the BOS/EOS added here are special ids.
+    """
+    backend = tok.backend_tokenizer
+    previous = backend.encode_special_tokens
+    backend.encode_special_tokens = True
+    try:
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        encodings = encode(list(texts), add_special_tokens=False)
+    finally:
+        backend.encode_special_tokens = previous
+    head = [tok.bos_token_id] if add_bos else []
+    tail = [tok.eos_token_id] if add_eos else []
+    return [head + enc.ids + tail for enc in encodings]

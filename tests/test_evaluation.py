@@ -1,0 +1,242 @@
+"""Tests for hyperllama_lib.evaluation on a tiny random Llama and a tiny byte-level BPE."""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from hyperllama_lib import evaluation as ev
+
+SENTENCES = [
+    "The cat sat on the mat.",
+    "Who should Derek hug after shocking Richard?",
+    "Many girls insulted themselves.",
+    "Þú ert góður maður, ég veit það.",
+    "A",
+    "These dogs were barking loudly at the mailman all morning long.",
+]
+
+
+def make_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                  special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(SENTENCES * 3, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
+                                   eos_token="<|end_of_text|>")
+
+
+def make_model(vocab_size: int, context: int = 64, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=context, tie_word_embeddings=True,
+                         initializer_range=0.5)  # large init: peaked, sentence-specific outputs
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer) -> LlamaForCausalLM:
+    return make_model(len(tokenizer))
+
+
+def manual_logprob(model, ids: list[int], first_target: int = 1) -> float:
+    """Unbatched, unpadded sum of log p(ids[t] | ids[:t]) for t >= first_target."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+    logprobs = torch.log_softmax(logits, -1)
+    return sum(float(logprobs[t - 1, ids[t]]) for t in range(first_target, len(ids)))
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# ---------------------------------------------------------------- sentence_logprobs
+
+def test_sentence_logprobs_matches_manual(model, tokenizer):
+    got = ev.sentence_logprobs(model, tokenizer, SENTENCES, batch_size=4, progress=False)
+    want = [manual_logprob(model, encode(tokenizer, s)) for s in SENTENCES]
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_sentence_logprobs_invariant_to_batch_size(model, tokenizer):
+    results = [ev.sentence_logprobs(model, tokenizer, SENTENCES, batch_size=b, progress=False)
+               for b in (1, 2, 64)]
+    for other in results[1:]:
+        np.testing.assert_allclose(other, results[0], atol=1e-5, rtol=0)
+
+
+def test_sentence_logprobs_truncates_long_sentences_with_warning(tokenizer):
+    short_model = make_model(len(tokenizer), context=8)
+    text = SENTENCES[-1]
+    ids = encode(tokenizer, text)
+    assert len(ids) > 8
+    with pytest.warns(UserWarning, match="truncated"):
+        got = ev.sentence_logprobs(short_model, tokenizer, [text], progress=False)
+    assert got[0] == pytest.approx(manual_logprob(short_model, ids[:8]), abs=1e-5)
+
+
+# ---------------------------------------------------------------- score_pairs
+
+def test_score_pairs_forced_answers(model, tokenizer):
+    # A longer continuation always has a strictly lower summed log-probability.
+    short, long = "The cat sat", "The cat sat on the mat."
+    pairs = pd.DataFrame({
+        "good": [short, long, short, short],
+        "bad": [long, short, short, long],
+        "paradigm": ["p1", "p1", "p2", "p2"],
+        "field": ["syntax", "syntax", "syntax", "semantics"],
+    })
+    scored, summary = ev.score_pairs(model, tokenizer, pairs, batch_size=2, progress=False)
+    assert scored["correct"].tolist() == [True, False, False, True]  # a tie is wrong
+    assert scored["logp_good"].iloc[2] == scored["logp_bad"].iloc[2]
+    assert summary["accuracy"] == 0.5
+    assert summary["n_pairs"] == 4
+    assert summary["by_paradigm"] == {"p1": 0.5, "p2": 0.5}
+    assert summary["by_field"] == {"semantics": 1.0, "syntax": 1 / 3}
+    assert list(pairs.columns) == ["good", "bad", "paradigm", "field"]  # input untouched
+
+
+# ---------------------------------------------------------------- bits_per_byte
+
+def test_bits_per_byte_matches_manual(model, tokenizer):
+    texts = SENTENCES[:3]
+    got = ev.bits_per_byte(model, tokenizer, texts, batch_size=2, progress=False)
+    ids = [encode(tokenizer, t) for t in texts]
+    nll = -sum(manual_logprob(model, i) for i in ids)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    assert got["n_bytes"] == n_bytes
+    assert got["n_tokens"] == sum(len(i) - 1 for i in ids)
+    assert got["nll_nats"] == pytest.approx(nll, abs=1e-4)
+    assert got["bpb"] == pytest.approx(nll / math.log(2) / n_bytes, rel=1e-6)
+    assert got["token_perplexity"] == pytest.approx(math.exp(nll / got["n_tokens"]), rel=1e-6)
+
+
+def test_sliding_windows_cover_every_token_once():
+    assert ev.sliding_windows(10, 4) == [(0, 4, 3), (2, 6, 2), (4, 8, 2), (6, 10, 2)]
+    assert ev.sliding_windows(3, 4) == [(0, 3, 2)]
+    for n_ids in range(1, 40):
+        for context in (2, 3, 4, 7, 16):
+            windows = ev.sliding_windows(n_ids, context)
+            targets = [t for b, e, n in windows for t in range(e - n, e)]
+            assert targets == list(range(1, n_ids))
+            assert all(e - b <= context and e - n > b for b, e, n in windows if n)
+
+
+def test_bits_per_byte_sliding_window(tokenizer):
+    model = make_model(len(tokenizer), context=256)
+    text = " ".join(SENTENCES)
+    ids = encode(tokenizer, text)
+    assert 16 < len(ids) <= 256
+    full = ev.bits_per_byte(model, tokenizer, [text], progress=False)
+    long_window = ev.bits_per_byte(model, tokenizer, [text], context_len=len(ids), progress=False)
+    assert long_window["nll_nats"] == pytest.approx(full["nll_nats"], abs=1e-4)
+    assert full["nll_nats"] == pytest.approx(-manual_logprob(model, ids), abs=1e-4)
+
+    context = 8
+    short = ev.bits_per_byte(model, tokenizer, [text, "Many girls"], context_len=context,
+                             batch_size=3, progress=False)
+    assert short["n_tokens"] == full["n_tokens"] + len(encode(tokenizer, "Many girls")) - 1
+    # Manual: each window [b, e) scores the targets the previous window did not reach.
+    want = -manual_logprob(model, encode(tokenizer, "Many girls"))
+    for begin, end, n in ev.sliding_windows(len(ids), context):
+        want -= manual_logprob(model, ids[begin:end], first_target=end - begin - n)
+    assert short["nll_nats"] == pytest.approx(want, abs=1e-4)
+    # Less context costs a little on a model that uses it, but stays in the same range.
+    assert 0.5 < short["bpb"] / full["bpb"] < 2
+
+
+# ---------------------------------------------------------------- BLiMP loaders
+
+def blimp_record(uid: str, i: int) -> dict:
+    return {"sentence_good": f"good {i}", "sentence_bad": f"bad {i}", "field": "syntax",
+            "linguistics_term": "island_effects", "UID": uid, "pairID": str(i)}
+
+
+def write_jsonl_gz(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def test_load_blimp_local_and_subsample(tmp_path):
+    for uid in ("b_paradigm", "a_paradigm"):
+        write_jsonl_gz(tmp_path / "blimp" / f"{uid}.jsonl.gz",
+                       [json.dumps(blimp_record(uid, i)) for i in range(20)])
+    df = ev.load_blimp_local(tmp_path)
+    assert list(df.columns) == ev.PAIR_COLUMNS
+    assert df["paradigm"].unique().tolist() == ["a_paradigm", "b_paradigm"]
+    assert df["pair_id"].tolist()[:3] == [0, 1, 2]
+    sub = ev.load_blimp_local(tmp_path, paradigms=["b_paradigm"], max_pairs_per_paradigm=5)
+    assert len(sub) == 5 and set(sub["paradigm"]) == {"b_paradigm"}
+    assert sub["pair_id"].is_monotonic_increasing
+    again = ev.load_blimp_local(tmp_path, max_pairs_per_paradigm=5)
+    pd.testing.assert_frame_equal(again[again["paradigm"] == "b_paradigm"].reset_index(drop=True),
+                                  sub.reset_index(drop=True))
+    other_seed = ev.load_blimp_local(tmp_path, paradigms=["b_paradigm"],
+                                     max_pairs_per_paradigm=5, seed=1)
+    assert other_seed["pair_id"].tolist() != sub["pair_id"].tolist()
+    with pytest.raises(ValueError, match="unknown BLiMP paradigm"):
+        ev.load_blimp_local(tmp_path, paradigms=["nope"])
+
+
+def test_load_blimp_local_malformed_json(tmp_path):
+    path = tmp_path / "blimp" / "broken.jsonl.gz"
+    write_jsonl_gz(path, [json.dumps(blimp_record("broken", 0)), '{"sentence_good": "x",'])
+    with pytest.raises(ValueError, match=r"broken\.jsonl\.gz, line 2: malformed JSON"):
+        ev.load_blimp_local(tmp_path)
+
+
+def test_load_blimp_hub_with_mocked_datasets(monkeypatch):
+    calls = []
+
+    def load_dataset(name, config, split, cache_dir=None):
+        calls.append((name, config, split))
+        return [blimp_record(config, i) for i in range(10)]
+
+    fake = types.SimpleNamespace(load_dataset=load_dataset,
+                                 get_dataset_config_names=lambda name: ["q_par", "p_par"])
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    df = ev.load_blimp_hub(max_pairs_per_paradigm=4)
+    assert calls == [("nyu-mll/blimp", "p_par", "train"), ("nyu-mll/blimp", "q_par", "train")]
+    assert list(df.columns) == ev.PAIR_COLUMNS
+    assert df.groupby("paradigm").size().to_dict() == {"p_par": 4, "q_par": 4}
+    assert len(ev.load_blimp_hub(["q_par"])) == 10
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("HYPERLLAMA_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def test_load_blimp_real_data():
+    data_dir = shared_data_dir()
+    if not (data_dir / "blimp").is_dir():
+        pytest.skip(f"real BLiMP data not found at {data_dir / 'blimp'} (set HYPERLLAMA_DATA)")
+    df = ev.load_blimp_local(data_dir)
+    counts = df.groupby("paradigm").size()
+    assert len(counts) == 67
+    assert (counts == 1000).all()
+    assert df[["good", "bad", "field", "linguistics_term"]].notna().all().all()
+    assert not df.duplicated(["paradigm", "pair_id"]).any()
