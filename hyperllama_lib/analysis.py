@@ -34,7 +34,8 @@ def _dirs(p: Params) -> tuple[Path, Path]:
 def save_table(df: pd.DataFrame, tables: Path, name: str, floatfmt: str = ".4f") -> list[Path]:
     csv, md = tables / f"{name}.csv", tables / f"{name}.md"
     artifacts.atomic_write_text(csv, df.to_csv(index=False))
-    artifacts.atomic_write_text(md, df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    text = df.astype(object).where(df.notna(), "").to_markdown(index=False, floatfmt=floatfmt)
+    artifacts.atomic_write_text(md, text + "\n")
     return [csv, md]
 
 
@@ -62,13 +63,21 @@ def data_table(p: Params) -> pd.DataFrame:
     return stats[[c for c in cols if c in stats]]
 
 
-def curve_figure(curves: pd.DataFrame, langs: list[str], english: bool = False):
+def target_share(p: Params) -> dict[str, float]:
+    """Share of target-language tokens in each language's training stream (the rest is replay)."""
+    stats = pd.read_csv(data.paths(p).stats).set_index("lang")
+    return {lang: stats.loc[lang, "target_tokens"] / stats.loc[lang, "stream_tokens"] for lang in p.langs}
+
+
+def curve_figure(curves: pd.DataFrame, langs: list[str], share: dict[str, float], english: bool = False):
     """bpb against target tokens seen; one panel per adapted language (target text, or English text)."""
     mono = curves[curves.trained_on.isin(langs)]
     mono = mono[mono.lang == languages.ENGLISH] if english else mono[mono.lang == mono.trained_on]
-    mono = mono.assign(language=mono.trained_on.map(_lang_label))
-    g = sns.relplot(data=mono, x="tokens", y="bpb", hue="setup", hue_order=SETUP_ORDER, palette=PALETTE,
-                    col="language", col_wrap=min(5, len(langs)), kind="line", marker="o",
+    mono = mono.assign(language=mono.trained_on.map(_lang_label),
+                       target_tokens=mono.tokens * mono.trained_on.map(share))
+    g = sns.relplot(data=mono, x="target_tokens", y="bpb", hue="setup", hue_order=SETUP_ORDER, palette=PALETTE,
+                    style="setup", style_order=SETUP_ORDER, markers=True, dashes=True,
+                    col="language", col_wrap=min(5, len(langs)), kind="line", alpha=0.85,
                     height=2.6, aspect=1.0, facet_kws={"sharey": False})
     g.set_axis_labels("target-language tokens seen", "English held-out bits/byte" if english
                       else "held-out bits/byte")
@@ -153,8 +162,9 @@ def run(p: Params, log=print) -> dict[str, pd.DataFrame]:
     for name, df in out.items():
         written += save_table(df, tables, name, floatfmt=".3f" if name == "data_stats" else ".4f")
     written += save_table(results, tables, "results_tidy")
-    written += save_figure(curve_figure(curves, langs), figures, "bpb_vs_target_tokens")
-    written += save_figure(curve_figure(curves, langs, english=True), figures, "english_bpb_during_cpt")
+    share = target_share(p)
+    written += save_figure(curve_figure(curves, langs, share), figures, "bpb_vs_target_tokens")
+    written += save_figure(curve_figure(curves, langs, share, english=True), figures, "english_bpb_during_cpt")
     written += save_figure(blimp_figure(results), figures, "english_blimp_before_after")
     written += save_figure(merge_figure(out["merging"]), figures, "merged_vs_multilingual")
     for path in written:

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from . import languages
-from .params import REPO_ROOT, SCALES, ParamError, load_params
+from . import artifacts, languages
+from .modeling import ModelFolderError
+from .params import REPO_ROOT, SCALES, MissingInputError, ParamError, load_params
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -68,8 +71,25 @@ def cmd_clone(args) -> int:
 
     dst = cloning.clone_folder(args.src, args.dst, factor=args.factor, ffn_factor=args.ffn_factor,
                                noise_std=args.noise_std, seed=args.seed, overwrite=args.overwrite)
-    info = (Path(dst) / "hyperclone.json").read_text()
-    print(f"cloned {args.src} x{args.factor} -> {dst}\n{info}")
+    info = json.loads((Path(dst) / "hyperclone.json").read_text())
+    print(f"cloned {args.src} x{args.factor} -> {dst}: {info['parameters_before']['total']:,} -> "
+          f"{info['parameters_after']['total']:,} parameters")
+    if not args.no_verify:
+        diff = cloning.max_logit_difference(args.src, dst)
+        print(f"function preserved: max |logit difference| to the source = {diff:.2e} (fp32)")
+    return 0
+
+
+def cmd_export_llama(args) -> int:
+    from . import modeling
+
+    model = modeling.export_llama(modeling.load_model(args.src), mode=args.mode)
+    with artifacts.atomic_dir(Path(args.dst)) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (Path(args.src) / name).is_file():
+                shutil.copy2(Path(args.src) / name, tmp / name)
+    print(f"exported {args.src} -> {args.dst} as a plain LlamaForCausalLM ({args.mode})")
     return 0
 
 
@@ -101,7 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="symmetry-breaking noise that cancels across copies (still function preserving)")
     cl.add_argument("--seed", type=int, default=0, help="seed for the noise")
     cl.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    cl.add_argument("--no-verify", action="store_true", help="skip comparing the clone's logits with the source's")
     cl.set_defaults(func=cmd_clone)
+
+    ex = sub.add_parser("export-llama", help="save a hyperllama model as a plain LlamaForCausalLM",
+                        description="Write a model folder that any Llama tool reads (no custom model type), with "
+                        "the same logits: fold_norm keeps the tied embedding and divides the final norm by the "
+                        "head factor; untie stores a separate head E / factor.")
+    ex.add_argument("src", help="hyperllama (or llama) model folder")
+    ex.add_argument("dst", help="destination folder")
+    ex.add_argument("--mode", choices=["fold_norm", "untie"], default="fold_norm")
+    ex.set_defaults(func=cmd_export_llama)
     return parser
 
 
@@ -109,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParamError, ValueError, FileNotFoundError) as e:
+    except (ParamError, MissingInputError, ModelFolderError, FileExistsError, FileNotFoundError) as e:
         print(f"hyperllama {args.command}: {e}", file=sys.stderr)
         return 2
 

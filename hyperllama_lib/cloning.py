@@ -193,3 +193,11 @@ def clone_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dst
+
+
+def max_logit_difference(src: str | Path, dst: str | Path, seq_len: int = 64, seed: int = 0) -> float:
+    """Largest |logit difference| between two model folders on the same random tokens, in fp32."""
+    a, b = load_model(src, dtype=torch.float32), load_model(dst, dtype=torch.float32)
+    ids = torch.randint(0, a.config.vocab_size, (2, seq_len), generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        return float((a(input_ids=ids).logits - b(input_ids=ids).logits).abs().max())

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import artifacts, corpus, languages, packing, unimax
+from . import artifacts, corpus, evaluation, languages, packing, unimax
 from . import tokenizer as tok_lib
 from .params import Params
 
 DATA_KEYS = [
     "seed", "data_source", "max_docs_per_lang", "heldout_fraction", "heldout_max_docs",
-    "english_seed_fraction", "code_max_bytes", "code_chunk_chars", "char_budget", "max_epochs", "replay_english_fraction",
+    "english_seed_fraction", "code_source", "code_max_bytes", "code_chunk_chars", "char_budget", "max_epochs", "replay_english_fraction",
     "replay_code_fraction", "replay_reference_lang", "eval_pairs_files", "tokenizer", "bpe_vocab_size",
     "langs", "seq_len", "global_batch_size",
 ]
@@ -107,13 +107,22 @@ def _subsample(docs: list, n: int | None, seed: int, salt: str) -> list:
     return [docs[i] for i in keep]
 
 
+def has_local_eval_data(p: Params) -> bool:
+    return (p.data_path / "blimp").is_dir() and (p.data_path / "udhr").is_dir()
+
+
 def eval_keys(p: Params, lang: str) -> set[str]:
-    """Sentences of the evaluation sets (UDHR, BLiMP for English, pair files) as dedup keys."""
-    if p.data_source == "local":
-        return corpus.evaluation_keys(p.data_path, lang, pair_files=[Path(f) for f in p.eval_pairs_files])
+    """Sentences of the evaluation sets (UDHR, BLiMP for English, pair files) as dedup keys. They come
+    from the local data folder when there is one (hub runs too), else BLiMP from the Hub."""
+    pair_files = [Path(f) for f in p.eval_pairs_files]
+    if has_local_eval_data(p):
+        return corpus.evaluation_keys(p.data_path, lang, pair_files=pair_files)
     keys: set[str] = set()
-    for f in p.eval_pairs_files:
-        keys |= corpus.pair_file_sentences(Path(f))
+    if lang == languages.ENGLISH:
+        pairs = evaluation.load_blimp_hub()
+        keys |= {corpus.dedup_key(s) for s in pd.concat([pairs.good, pairs.bad])}
+    for f in pair_files:
+        keys |= corpus.pair_file_sentences(f)
     return keys
 
 
@@ -186,7 +195,7 @@ def _prepare(p: Params, dp: DataPaths, log) -> None:
         log(f"  {lang}: {split[lang][2]}")
     eng_train = split[languages.ENGLISH][0]
     eng_seed, eng_base = corpus.split_fraction(eng_train, p.english_seed_fraction, p.seed, "english-80-20")
-    code = corpus.load_python_edu(max_chars=p.code_max_bytes) if p.data_source == "hub" \
+    code = corpus.load_python_edu(max_chars=p.code_max_bytes) if p.code_source == "python-edu" \
         else corpus.code_documents(p.code_max_bytes, seed=p.seed)
     if p.code_chunk_chars:
         code = corpus.chunk_code(code, p.code_chunk_chars)
@@ -262,7 +271,7 @@ def _prepare(p: Params, dp: DataPaths, log) -> None:
 
     for lang in [languages.ENGLISH, *p.langs]:
         _write_text(dp.heldout(lang), split[lang][1])
-        if p.data_source == "local":
+        if has_local_eval_data(p):
             artifacts.atomic_write_text(dp.udhr(lang), "".join(
                 line + "\n" for line in corpus.udhr_lines(p.data_path, lang)))
     plan = {"vocab_size": vocab, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,

@@ -76,13 +76,21 @@ def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok, log=p
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
+def blimp_pairs(p: Params) -> pd.DataFrame:
+    """BLiMP from the local data folder, or from the Hub (`nyu-mll/blimp`) for hub runs without one."""
+    if (p.data_path / "blimp").is_dir() or p.data_source == "local":
+        return evaluation.load_blimp_local(p.data_path, max_pairs_per_paradigm=p.blimp_pairs_per_paradigm,
+                                           seed=p.seed)
+    return evaluation.load_blimp_hub(max_pairs_per_paradigm=p.blimp_pairs_per_paradigm, seed=p.seed)
+
+
 def run(p: Params, log=print) -> pd.DataFrame:
     upscale.require_step(p, data.STEP, "01_data")
     entries = models(p)
     if not entries:
         raise MissingInputError(f"no models in {p.run_path}; run notebooks/02_upscale.ipynb and 03_cpt.ipynb first")
     tok = tok_lib.load_tokenizer(data.paths(p).tokenizer)
-    pairs = evaluation.load_blimp_local(p.data_path, max_pairs_per_paradigm=p.blimp_pairs_per_paradigm, seed=p.seed)
+    pairs = blimp_pairs(p)
     manifest = artifacts.Manifest(p.run_path)
     out_dir = p.run_path / "results" / "models"
     for entry in entries:

@@ -57,6 +57,7 @@ class Params:
     heldout_fraction: float = 0.05
     heldout_max_docs: int | None = 300
     english_seed_fraction: float = 0.8  # the paper's 80/20 English split: seed / bases
+    code_source: str = "stdlib"  # stdlib: the interpreter's own Python source | python-edu (SmolLM-Corpus, Hub)
     code_max_bytes: int = 300_000
     code_chunk_chars: int | None = 2000  # cut code files into ~this many characters; None: whole files
     char_budget: float = 1.2e6  # UniMax budget in characters over the target languages
@@ -204,6 +205,7 @@ def validate(p: Params, need_data: bool = True) -> Params:
     _choice("scale", p.scale, SCALES)
     _choice("data_source", p.data_source, ("local", "hub"))
     _choice("tokenizer", p.tokenizer, ("bpe", "llama3"))
+    _choice("code_source", p.code_source, ("stdlib", "python-edu"))
     _choice("device", p.device, ("auto", "cpu", "cuda"))
     _choice("precision", p.precision, ("auto", "fp32", "bf16"))
     _choice("merge_dtype", p.merge_dtype, ("float32", "bfloat16", "float16"))

@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
-
 from . import artifacts, cloning, data, languages, modeling, training
 from . import tokenizer as tok_lib
 from .params import MissingInputError, Params
@@ -71,15 +69,6 @@ def _train_from(p: Params, src: Path | None, name: str, stream: str, steps: int,
     return training.train(model, tok, stage, p, log=log)
 
 
-def max_logit_difference(a: Path, b: Path, vocab_size: int, seq_len: int = 32) -> float:
-    """Largest |logit difference| of two model folders on the same random tokens (fp32)."""
-    ids = torch.randint(0, vocab_size, (2, seq_len), generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        la = modeling.load_model(a)(input_ids=ids).logits
-        lb = modeling.load_model(b)(input_ids=ids).logits
-    return float((la - lb).abs().max())
-
-
 def run(p: Params, log=print) -> pd.DataFrame:
     """Run 02_upscale; finished parts are skipped."""
     data_fp = require_step(p, data.STEP, "01_data")
@@ -96,8 +85,7 @@ def run(p: Params, log=print) -> pd.DataFrame:
 
     def clone(src: str, dst: str):
         cloning.clone_folder(english_model(p, src), english_model(p, dst), factor=p.clone_factor, overwrite=True)
-        return {"max_logit_difference": max_logit_difference(english_model(p, src), english_model(p, dst),
-                                                             plan["vocab_size"])}
+        return {"max_logit_difference": cloning.max_logit_difference(english_model(p, src), english_model(p, dst))}
 
     seed_fp = stage("seed", [data_fp], {**model_params, "steps": plan["seed_steps"]},
                     lambda: _train_from(p, None, "seed", "seed", plan["seed_steps"], log))

@@ -84,3 +84,12 @@ def test_run_dir_from_environment(monkeypatch, tmp_path, data_dir):
     assert load_params("smoke").run_path == tmp_path / "smoke"
     monkeypatch.setenv(params.DATA_ENV, str(data_dir))
     assert load_params("smoke").data_path == data_dir
+
+
+def test_paper_params_build_the_paper_models():
+    from hyperllama_lib import cloning, modeling, upscale
+    p = load_params("paper", need_data=False)
+    config = upscale.model_config(p, vocab_size=128_256, bos=128_000, eos=128_001)
+    assert modeling.count_parameters(config)["total"] == 180_078_912
+    assert modeling.count_parameters(cloning.clone_config(config, p.clone_factor))["total"] == 572_494_464
+    assert config.hidden_act == "gelu" and config.tie_word_embeddings and config.rms_norm_eps == 1e-5

@@ -1,0 +1,63 @@
+"""01_data as a whole: the local path at smoke scale and the Hub path with the Hub mocked."""
+import gzip
+
+import pandas as pd
+import pytest
+
+from hyperllama_lib import data, packing
+from hyperllama_lib.params import load_params
+
+
+def _fake_hub(data_dir, calls):
+    """datasets.load_dataset stand-in serving the real local text as FineWeb-2 / SmolLM-Corpus rows."""
+    subsets = {"ekk_Latn": "est", "fao_Latn": "fao", "isl_Latn": "isl", "fas_Arab": "fas", "swe_Latn": "swe",
+               "fineweb-edu-dedup": "eng"}
+
+    def load_dataset(repo, config, split=None, streaming=False, **kw):
+        calls.append((repo, config, split, streaming))
+        lang = subsets[config]
+        for f in sorted((data_dir / "text" / lang).glob("*.txt.gz")):
+            with gzip.open(f, "rt", encoding="utf-8") as fh:
+                for line in fh:
+                    yield {"text": line.rstrip("\n"), "id": "x"}
+    return load_dataset
+
+
+def test_hub_path_with_the_hub_mocked(tmp_path, data_dir, monkeypatch):
+    import datasets
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", _fake_hub(data_dir, calls))
+    p = load_params("smoke", {"run_dir": str(tmp_path), "data_source": "hub"})
+    stats = data.prepare(p, log=lambda m: None)
+    requested = {(repo, config) for repo, config, _, _ in calls}
+    assert requested == {("HuggingFaceFW/fineweb-2", s) for s in ("ekk_Latn", "fao_Latn", "isl_Latn", "fas_Arab",
+                                                                  "swe_Latn")} | {("HuggingFaceTB/smollm-corpus",
+                                                                                   "fineweb-edu-dedup")}
+    assert all(split == "train" and streaming for _, _, split, streaming in calls)
+    dp = data.paths(p)
+    for name in ["est", "fao", "isl", "fas", "swe", "multilingual", "seed", "base"]:
+        assert len(packing.PackedTokens(dp.train(name))) > 0
+    assert set(stats.lang.head(5)) == {"est", "fao", "isl", "fas", "swe"}
+
+
+def test_local_smoke_data_step(tmp_path, data_dir):
+    p = load_params("smoke", {"run_dir": str(tmp_path)})
+    stats = data.prepare(p, log=lambda m: None).set_index("lang")
+    plan = data.load_plan(p)
+    langs = ["est", "fao", "isl", "fas", "swe"]
+    # UniMax over characters: equal shares here (no language is capped at smoke scale)
+    assert [plan["unimax_chars"][lang] for lang in langs] == [p.char_budget / 5] * 5
+    assert stats.loc["multilingual", "stream_tokens"] == sum(stats.loc[lang, "stream_tokens"] for lang in langs)
+    # replay: present, a small share of each mix
+    assert all(0 < stats.loc[lang, "replay_share_samples"] < 0.2 for lang in langs)
+    # held-out text never overlaps training text
+    dp = data.paths(p)
+    for lang in langs:
+        held = set(dp.heldout(lang).read_text().splitlines())
+        assert held and not held & set(dp.udhr(lang).read_text().splitlines())
+    # deterministic: a second run in a fresh folder gives identical token streams
+    q = load_params("smoke", {"run_dir": str(tmp_path / "again")})
+    data.prepare(q, log=lambda m: None)
+    for name in ["est", "multilingual", "seed"]:
+        assert dp.train(name).read_bytes() == data.paths(q).train(name).read_bytes()
+    assert isinstance(stats, pd.DataFrame)
