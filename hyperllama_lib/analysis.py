@@ -96,7 +96,7 @@ def final_bpb_table(results: pd.DataFrame, langs: list[str]) -> pd.DataFrame:
 
 def blimp_table(results: pd.DataFrame) -> pd.DataFrame:
     """English BLiMP accuracy per setup: the English base, then each adapted model."""
-    blimp = results[results.benchmark == "blimp"]
+    blimp = results[(results.benchmark == "blimp") & (results.metric == "accuracy")]
     table = blimp[blimp.kind.isin(["base", "cpt", "multilingual"])].pivot_table(
         index="setup", columns="trained_on", values="value")
     first = [c for c in [languages.ENGLISH] if c in table]
@@ -107,7 +107,8 @@ def blimp_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def blimp_figure(results: pd.DataFrame):
-    blimp = results[(results.benchmark == "blimp") & results.kind.isin(["base", "cpt", "multilingual"])]
+    blimp = results[(results.benchmark == "blimp") & (results.metric == "accuracy")
+                    & results.kind.isin(["base", "cpt", "multilingual"])]
     blimp = blimp.assign(model=blimp.trained_on.map(lambda c: "English base" if c == languages.ENGLISH
                                                     else _lang_label(c)))
     order = ["English base"] + sorted(m for m in blimp.model.unique() if m != "English base")
@@ -120,6 +121,23 @@ def blimp_figure(results: pd.DataFrame):
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.legend(title="setup", fontsize=8)
     return fig
+
+
+def blimp_curve_figure(results: pd.DataFrame, langs: list[str], share: dict[str, float]):
+    """English BLiMP accuracy of every CPT checkpoint against target tokens seen (the base at 0)."""
+    blimp = results[(results.benchmark == "blimp") & (results.metric == "accuracy")]
+    runs = blimp[blimp.kind == "cpt"]
+    bases = blimp[blimp.kind == "base"]
+    start = pd.concat([bases.assign(trained_on=lang) for lang in langs])
+    curve = pd.concat([start, runs]).assign(language=lambda d: d.trained_on.map(_lang_label),
+                                            target_tokens=lambda d: d.tokens * d.trained_on.map(share))
+    g = sns.relplot(data=curve, x="target_tokens", y="value", hue="setup", hue_order=SETUP_ORDER,
+                    palette=PALETTE, style="setup", style_order=SETUP_ORDER, markers=True, dashes=True,
+                    col="language", col_wrap=min(5, len(langs)), kind="line", height=2.6, aspect=1.0)
+    g.set_axis_labels("target-language tokens seen", "English BLiMP accuracy")
+    g.set_titles("{col_name}")
+    g.figure.suptitle("English grammar during adaptation (every checkpoint)", y=1.04)
+    return g.figure
 
 
 def merge_table(results: pd.DataFrame, langs: list[str]) -> pd.DataFrame:
@@ -146,7 +164,8 @@ def merge_figure(table: pd.DataFrame):
 
 
 def run(p: Params, log=print) -> dict[str, pd.DataFrame]:
-    results = eval_grid.load_results(p)
+    everything = eval_grid.load_results(p)
+    results = everything[everything["final"].astype(bool)]
     curves = cpt.curves(p)
     if curves.empty:
         raise MissingInputError(f"no training curves in {p.run_path}; run notebooks/03_cpt.ipynb first")
@@ -161,11 +180,13 @@ def run(p: Params, log=print) -> dict[str, pd.DataFrame]:
     written = []
     for name, df in out.items():
         written += save_table(df, tables, name, floatfmt=".3f" if name == "data_stats" else ".4f")
-    written += save_table(results, tables, "results_tidy")
+    written += save_table(everything, tables, "results_tidy")
     share = target_share(p)
     written += save_figure(curve_figure(curves, langs, share), figures, "bpb_vs_target_tokens")
     written += save_figure(curve_figure(curves, langs, share, english=True), figures, "english_bpb_during_cpt")
     written += save_figure(blimp_figure(results), figures, "english_blimp_before_after")
+    if (~everything["final"].astype(bool)).any():
+        written += save_figure(blimp_curve_figure(everything, langs, share), figures, "english_blimp_during_cpt")
     written += save_figure(merge_figure(out["merging"]), figures, "merged_vs_multilingual")
     for path in written:
         log(f"  wrote {path}")

@@ -1,4 +1,5 @@
-"""The `hyperllama` command: reproduce the paper at a scale, or HyperClone a model folder."""
+"""The `hyperllama` command: reproduce the paper at a scale, HyperClone a model folder, or score
+minimal pairs with a model folder."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from . import artifacts, languages
+from .evaluation import PAIR_FORMATS, PairsFormatError
 from .modeling import ModelFolderError
 from .params import REPO_ROOT, SCALES, MissingInputError, ParamError, load_params
 
@@ -93,6 +95,73 @@ def cmd_export_llama(args) -> int:
     return 0
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _batch_size(value: str) -> int | str:
+    return value if value == "auto" else _positive_int(value)
+
+
+def _load_scorer(model_dir: str, device: str):
+    """Model and tokenizer of a model folder, checked to fit each other."""
+    from . import modeling, tokenizer
+
+    model = modeling.load_model(model_dir, device=device)
+    try:
+        tok = tokenizer.load_tokenizer(model_dir)
+    except (OSError, ValueError) as e:
+        raise ModelFolderError(f"{model_dir}: no usable tokenizer ({str(e).splitlines()[0]})") from None
+    if tok.bos_token_id is None:
+        raise ModelFolderError(f"{model_dir}: the tokenizer has no BOS token; scoring conditions on BOS")
+    if len(tok) > model.config.vocab_size:
+        raise ModelFolderError(f"{model_dir}: the tokenizer has {len(tok)} ids, the model only "
+                               f"{model.config.vocab_size}")
+    return model, tok
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"accuracy {summary['accuracy']:.4f} (summed log-probability, the paper's metric) on "
+          f"{summary['n_pairs']} pairs; token-mean {summary['accuracy_token_mean']:.4f}, "
+          f"byte-normalised {summary['accuracy_byte_norm']:.4f}")
+    for column, table in summary["breakdowns"].items():
+        if len(table) > 12:
+            continue  # long tables (67 BLiMP paradigms) are left to --out
+        cells = ", ".join(f"{value} {row['accuracy']:.3f} ({row['n_pairs']})" for value, row in table.items())
+        print(f"  by {column}: {cells}")
+
+
+def cmd_score_pairs(args) -> int:
+    import torch
+
+    from . import evaluation
+
+    pairs = evaluation.load_pairs_file(args.pairs_file, args.format)  # a bad file fails before the model loads
+    if args.max_pairs and args.max_pairs < len(pairs):
+        pairs = pairs.sample(n=args.max_pairs, random_state=0).sort_index()
+    if pairs.empty:
+        raise PairsFormatError(f"{args.pairs_file}: no pairs")
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = _load_scorer(args.model_dir, device)
+    scored, summary = evaluation.score_pairs(model, tok, pairs, batch_size=args.batch_size, device=device,
+                                             progress=sys.stderr.isatty(), dtype=args.dtype,
+                                             memory_budget_gb=args.memory_budget_gb)
+    _print_summary(summary)
+    if args.out:
+        result = {"model_dir": str(args.model_dir), "pairs_file": str(args.pairs_file),
+                  "format": args.format or evaluation.detect_pairs_format(args.pairs_file),
+                  **summary, "pairs": json.loads(scored.to_json(orient="records", force_ascii=False))}
+        artifacts.atomic_write_text(Path(args.out), json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperllama", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +201,28 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("dst", help="destination folder")
     ex.add_argument("--mode", choices=["fold_norm", "untie"], default="fold_norm")
     ex.set_defaults(func=cmd_export_llama)
+
+    sp = sub.add_parser("score-pairs", help="minimal-pair accuracy of a model folder on a BLiMP or MultiBLiMP file",
+                        description="Score minimal pairs: a pair is correct when the summed log-probability of the "
+                        "good sentence, conditioned on BOS, exceeds the bad one's (the paper's accuracy). Also reports "
+                        "the token-mean and byte-normalised variants and breakdowns by paradigm/phenomenon, field and "
+                        "language. PAIRS_FILE is a BLiMP jsonl (or a folder of them) or a MultiBLiMP data.tsv, plain "
+                        "or gzipped.")
+    sp.add_argument("model_dir", metavar="MODEL_DIR",
+                    help="model folder (save_pretrained, safetensors) with its tokenizer")
+    sp.add_argument("pairs_file", metavar="PAIRS_FILE", help="*.jsonl[.gz] (BLiMP) or *.tsv[.gz] (MultiBLiMP)")
+    sp.add_argument("--format", choices=PAIR_FORMATS, help="file format (default: from the file name)")
+    sp.add_argument("--out", help="write accuracies, breakdowns and per-pair scores to this JSON file")
+    sp.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
+                    help="sentences per batch; auto (default) fits batches to --memory-budget-gb")
+    sp.add_argument("--memory-budget-gb", type=float, default=None,
+                    help="activation memory for --batch-size auto (default: 2 on CPU, half the free GPU memory)")
+    sp.add_argument("--max-pairs", type=_positive_int, default=None, metavar="N",
+                    help="score a fixed random sample (seed 0) of N pairs, kept in file order")
+    sp.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    sp.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="auto: bf16 autocast on CUDA, fp32 on CPU (log-softmax always in fp32)")
+    sp.set_defaults(func=cmd_score_pairs)
     return parser
 
 
@@ -139,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParamError, MissingInputError, ModelFolderError, FileExistsError, FileNotFoundError) as e:
+    except (ParamError, MissingInputError, ModelFolderError, PairsFormatError, FileExistsError,
+            FileNotFoundError) as e:
         print(f"hyperllama {args.command}: {e}", file=sys.stderr)
         return 2
 

@@ -1,13 +1,21 @@
-"""05_eval: every model of the run (English bases, adapted models, the multilingual models, merges)
-on English BLiMP (summed log-probability conditioned on BOS) and held-out bits per byte in every
-language (the run's held-out split and the parallel UDHR text). Results are tidy rows, one per
-(model, benchmark, language, metric); a model already evaluated with the same settings is skipped."""
+"""05_eval: every model of the run (English bases, adapted models and every checkpoint saved during
+their training, the multilingual models, merges) on English BLiMP (summed log-probability conditioned
+on BOS) and held-out bits per byte (the run's held-out split and the parallel UDHR text).
+
+Results are tidy rows (model, kind, setup, trained_on, step, tokens, flops_*, final, benchmark, lang,
+metric, value). step/tokens/flops count the adaptation stage: 0 for the English bases and for merges
+(they add no training). Final models get every language; checkpoints get the language(s) they are
+trained on and English, which is what the learning curves need. Each (model, step) is its own step of
+the manifest, so re-running evaluates only what is missing or changed.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from . import artifacts, cpt, data, evaluation, languages, merge_grid, modeling, training, upscale
 from . import tokenizer as tok_lib
@@ -15,64 +23,98 @@ from .params import MissingInputError, Params
 
 EVAL_KEYS = ["blimp_pairs_per_paradigm", "eval_max_bytes", "seed"]
 RESULT_COLUMNS = ["model", "kind", "setup", "trained_on", "step", "tokens", "flops_total",
-                  "flops_non_embedding", "benchmark", "lang", "metric", "value"]
+                  "flops_non_embedding", "final", "benchmark", "lang", "metric", "value"]
+BLIMP_METRICS = ("accuracy", "accuracy_token_mean", "accuracy_byte_norm")
+RESULTS_SCHEMA = 2  # bump when rows change shape, so older result files are recomputed, not mixed in
 
 
 @dataclass
 class ModelEntry:
-    model: str  # unique id, also the results file name
+    model: str  # run id: base_1x, cpt-2x-fas, merged-1x-ties, ...
     kind: str  # base | cpt | multilingual | merged
     setup: str
     trained_on: str  # a language, "multilingual", a merge method, or "eng" for the bases
     path: Path
-    step: str  # manifest step that produced it
+    producer: str  # manifest step that produced it
+    step: int = 0
+    tokens: int = 0
+    flops_total: int = 0
+    flops_non_embedding: int = 0
+    final: bool = True
+    langs: list[str] = field(default_factory=list)  # languages for bits per byte
+
+    @property
+    def key(self) -> str:
+        return self.model if self.final else f"{self.model}@{self.step:06d}"
 
 
-def models(p: Params) -> list[ModelEntry]:
-    """Every model the run has produced so far (missing ones are not listed)."""
+def _checkpoints(p: Params, entry: ModelEntry, info: dict) -> list[ModelEntry]:
+    """The intermediate checkpoints of a CPT run, with their own step, tokens and FLOPs."""
+    out = []
+    folder = cpt.cpt_dir(p, entry.setup, entry.trained_on) / "checkpoints"
+    for ckpt in sorted(folder.glob("step_*")) if folder.is_dir() else []:
+        step = int(re.sub(r"\D", "", ckpt.name))
+        frac = step / info["steps"]
+        trained = list(p.langs) if entry.trained_on == languages.MULTILINGUAL else [entry.trained_on]
+        out.append(ModelEntry(entry.model, entry.kind, entry.setup, entry.trained_on, ckpt, entry.producer,
+                              step, round(info["tokens"] * frac), round(info["flops_total"] * frac),
+                              round(info["flops_non_embedding"] * frac), final=False,
+                              langs=[languages.ENGLISH, *trained]))
+    return out
+
+
+def models(p: Params, checkpoints: bool = True) -> list[ModelEntry]:
+    """Every model the run has produced so far (missing ones are not listed), checkpoints included."""
+    manifest = artifacts.Manifest(p.run_path)
+    all_langs = [languages.ENGLISH, *p.langs]
     out = []
     for setup in p.setups:
         base = upscale.BASE_FOR_SETUP[setup]
-        out.append(ModelEntry(f"{base}", "base", setup, languages.ENGLISH, upscale.base_model(p, setup),
-                              f"english/{base}"))
+        out.append(ModelEntry(base, "base", setup, languages.ENGLISH, upscale.base_model(p, setup),
+                              f"english/{base}", langs=all_langs))
         for lang in [*p.langs, languages.MULTILINGUAL]:
+            info = manifest.entry(cpt.step_name(setup, lang))
+            if info is None:
+                continue
             kind = "multilingual" if lang == languages.MULTILINGUAL else "cpt"
-            out.append(ModelEntry(f"cpt-{setup}-{lang}", kind, setup, lang, cpt.final_model(p, setup, lang),
-                                  cpt.step_name(setup, lang)))
+            entry = ModelEntry(f"cpt-{setup}-{lang}", kind, setup, lang, cpt.final_model(p, setup, lang),
+                               cpt.step_name(setup, lang), info["steps"], info["tokens"], info["flops_total"],
+                               info["flops_non_embedding"], langs=all_langs)
+            out += (_checkpoints(p, entry, info) if checkpoints else []) + [entry]
         for method in p.merge_methods:
             out.append(ModelEntry(f"merged-{setup}-{method}", "merged", setup, method,
-                                  merge_grid.merged_model(p, setup, method), merge_grid.step_name(setup, method)))
-    manifest = artifacts.Manifest(p.run_path)
-    return [m for m in out if manifest.entry(m.step) is not None]
+                                  merge_grid.merged_model(p, setup, method), merge_grid.step_name(setup, method),
+                                  langs=all_langs))
+    return [m for m in out if manifest.entry(m.producer) is not None]
 
 
 def results_path(p: Params) -> Path:
     return p.run_path / "results" / "results.csv"
 
 
-def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok, log=print) -> pd.DataFrame:
+def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok) -> pd.DataFrame:
     device = training.resolve_device(p)
     model = modeling.load_model(entry.path).to(device).eval()
-    info = artifacts.Manifest(p.run_path).entry(entry.step) or {}
     common = {"model": entry.model, "kind": entry.kind, "setup": entry.setup, "trained_on": entry.trained_on,
-              "step": info.get("steps", 0), "tokens": info.get("tokens", 0),
-              "flops_total": info.get("flops_total", 0), "flops_non_embedding": info.get("flops_non_embedding", 0)}
+              "step": entry.step, "tokens": entry.tokens, "flops_total": entry.flops_total,
+              "flops_non_embedding": entry.flops_non_embedding, "final": entry.final}
     rows = []
+    dp = data.paths(p)
     with training.autocast(p, device):
         _, summary = evaluation.score_pairs(model, tok, pairs, batch_size=p.eval_batch_size, device=device,
                                             progress=False)
-        rows.append({**common, "benchmark": "blimp", "lang": languages.ENGLISH, "metric": "accuracy",
-                     "value": summary["accuracy"]})
-        dp = data.paths(p)
-        for lang in [languages.ENGLISH, *p.langs]:
-            for bench, path in (("heldout", dp.heldout(lang)), ("udhr", dp.udhr(lang))):
+        rows += [{**common, "benchmark": "blimp", "lang": languages.ENGLISH, "metric": metric,
+                  "value": summary[metric]} for metric in BLIMP_METRICS if metric in summary]
+        benches = [("heldout", dp.heldout)] + ([("udhr", dp.udhr)] if entry.final else [])
+        for lang in entry.langs:
+            for bench, path_of in benches:
+                path = path_of(lang)
                 if not path.exists():
                     continue
-                texts = data.read_texts(path, p.eval_max_bytes)
-                res = evaluation.bits_per_byte(model, tok, texts, context_len=p.seq_len,
-                                               batch_size=p.eval_batch_size, device=device, progress=False)
+                res = evaluation.bits_per_byte(model, tok, data.read_texts(path, p.eval_max_bytes),
+                                               context_len=p.seq_len, batch_size=p.eval_batch_size,
+                                               device=device, progress=False)
                 rows.append({**common, "benchmark": bench, "lang": lang, "metric": "bpb", "value": res["bpb"]})
-    log(f"  {entry.model}: BLiMP {summary['accuracy']:.3f}")
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
@@ -86,22 +128,26 @@ def blimp_pairs(p: Params) -> pd.DataFrame:
 
 def run(p: Params, log=print) -> pd.DataFrame:
     upscale.require_step(p, data.STEP, "01_data")
-    entries = models(p)
+    entries = models(p, checkpoints=p.eval_checkpoints)
     if not entries:
         raise MissingInputError(f"no models in {p.run_path}; run notebooks/02_upscale.ipynb and 03_cpt.ipynb first")
     tok = tok_lib.load_tokenizer(data.paths(p).tokenizer)
     pairs = blimp_pairs(p)
     manifest = artifacts.Manifest(p.run_path)
     out_dir = p.run_path / "results" / "models"
+    todo = []
     for entry in entries:
-        upstream = [manifest.entry(entry.step)["fingerprint"]]
-        with artifacts.Step(p.run_path, f"eval/{entry.model}", p.subset(EVAL_KEYS), upstream, log=log) as s:
-            if s.todo:
-                rows = evaluate_model(p, entry, pairs, tok, log=log)
-                artifacts.atomic_write_text(out_dir / f"{entry.model}.csv", rows.to_csv(index=False))
-                s.outputs = [out_dir / f"{entry.model}.csv"]
-    frames = [pd.read_csv(out_dir / f"{e.model}.csv") for e in entries]
-    results = pd.concat(frames, ignore_index=True)
+        step = artifacts.Step(p.run_path, f"eval/{entry.key}", {**p.subset(EVAL_KEYS), "schema": RESULTS_SCHEMA},
+                              [manifest.entry(entry.producer)["fingerprint"]], log=lambda m: None)
+        (todo if step.todo else []).append((entry, step))
+    log(f"{len(entries)} models and checkpoints, {len(entries) - len(todo)} already evaluated")
+    for entry, step in tqdm(todo, desc="evaluating", unit="model", mininterval=2.0):
+        with step:
+            rows = evaluate_model(p, entry, pairs, tok)
+            target = out_dir / f"{entry.key}.csv"
+            artifacts.atomic_write_text(target, rows.to_csv(index=False))
+            step.outputs = [target]
+    results = pd.concat([pd.read_csv(out_dir / f"{e.key}.csv") for e in entries], ignore_index=True)
     artifacts.atomic_write_text(results_path(p), results.to_csv(index=False))
     return results
 

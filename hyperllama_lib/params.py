@@ -96,7 +96,8 @@ class Params:
     seed_steps: int | None = None  # None: one pass over the planned stream
     base_steps: int | None = None
     cpt_steps: dict = field(default_factory=dict)  # lang or "multilingual" -> steps
-    checkpoint_every_tokens: int = 20480
+    checkpoint_every_tokens: int = 20480  # save a checkpoint (and evaluate it in 05_eval) this often
+    train_eval_every_tokens: int | None = None  # held-out bpb during training; None: at every checkpoint
     train_eval_max_bytes: int = 20000
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (fp32 on CPU, bf16 autocast on GPU) | fp32 | bf16
@@ -108,6 +109,7 @@ class Params:
     merge_dtype: str = "float32"
     # evaluation
     blimp_pairs_per_paradigm: int | None = 20
+    eval_checkpoints: bool = True  # 05_eval also scores every checkpoint saved during CPT (learning curves)
     eval_max_bytes: int = 40000
     eval_batch_size: int = 32
 

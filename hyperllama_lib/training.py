@@ -130,10 +130,11 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total, p.warmup_steps, p.decay_fraction))
     counts = modeling.count_parameters(model)
-    every = max(1, round(p.checkpoint_every_tokens / p.tokens_per_step))
+    save_every = max(1, round(p.checkpoint_every_tokens / p.tokens_per_step))
+    eval_every = max(1, round((p.train_eval_every_tokens or p.checkpoint_every_tokens) / p.tokens_per_step))
     log_rows, curve_rows = [], []
 
-    def checkpoint(step: int) -> None:
+    def checkpoint(step: int, save: bool) -> None:
         tokens = step * p.tokens_per_step
         bpb = _eval_bpb(model, tokenizer, stage, p, device)
         for lang, value in bpb.items():
@@ -141,10 +142,10 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
                                "flops_total": 6 * counts["total"] * tokens,
                                "flops_non_embedding": 6 * counts["non_embedding"] * tokens,
                                "lang": lang, "bpb": value})
-        if stage.save_checkpoints and 0 < step < total:
+        if save and stage.save_checkpoints and 0 < step < total:
             _save(model, tokenizer, stage.out_dir / "checkpoints" / f"step_{step:06d}")
 
-    checkpoint(0)
+    checkpoint(0, save=False)
     started = time.time()
     bar = tqdm(range(total), desc=stage.name, unit="step", mininterval=2.0)
     for step in bar:
@@ -168,8 +169,8 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
                          "lr": opt.param_groups[0]["lr"] if done < total else 0.0,
                          "grad_norm": round(float(grad_norm), 6)})
         bar.set_postfix(loss=f"{loss_sum:.3f}")
-        if done % every == 0 or done == total:
-            checkpoint(done)
+        if done % eval_every == 0 or done % save_every == 0 or done == total:
+            checkpoint(done, save=done % save_every == 0)
     elapsed = time.time() - started
     model.eval()
     _save(model, tokenizer, stage.out_dir / "final")

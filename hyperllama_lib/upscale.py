@@ -18,7 +18,7 @@ MODEL_KEYS = ["seed", "hidden_size", "num_layers", "num_heads", "num_kv_heads", 
               "intermediate_size", "hidden_act", "rms_norm_eps", "rope_theta", "seq_len"]
 TRAIN_KEYS = ["seed", "seq_len", "micro_batch_size", "global_batch_size", "lr", "adam_beta1", "adam_beta2",
               "adam_eps", "weight_decay", "grad_clip", "warmup_steps", "decay_fraction",
-              "checkpoint_every_tokens", "train_eval_max_bytes", "precision"]
+              "checkpoint_every_tokens", "train_eval_every_tokens", "train_eval_max_bytes", "precision"]
 BASE_FOR_SETUP = {"1x": "base_1x", "1x_cloned": "base_1x_cloned", "2x": "base_2x"}
 
 

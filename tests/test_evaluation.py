@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -111,11 +112,118 @@ def test_score_pairs_forced_answers(model, tokenizer):
     scored, summary = ev.score_pairs(model, tokenizer, pairs, batch_size=2, progress=False)
     assert scored["correct"].tolist() == [True, False, False, True]  # a tie is wrong
     assert scored["logp_good"].iloc[2] == scored["logp_bad"].iloc[2]
+    assert not scored["correct_token_mean"].iloc[2] and not scored["correct_byte_norm"].iloc[2]
     assert summary["accuracy"] == 0.5
     assert summary["n_pairs"] == 4
     assert summary["by_paradigm"] == {"p1": 0.5, "p2": 0.5}
     assert summary["by_field"] == {"semantics": 1.0, "syntax": 1 / 3}
     assert list(pairs.columns) == ["good", "bad", "paradigm", "field"]  # input untouched
+
+
+def test_score_pairs_variants_match_manual_normalisation(model, tokenizer):
+    pairs = pd.DataFrame({"good": SENTENCES[:3] + ["A", "Many girls"],
+                          "bad": SENTENCES[3:] + ["Þú ert", "Many girls insulted themselves."]})
+    scored, summary = ev.score_pairs(model, tokenizer, pairs, batch_size=3, progress=False)
+    for side in ("good", "bad"):
+        ids = [encode(tokenizer, s) for s in pairs[side]]
+        np.testing.assert_allclose(scored[f"logp_{side}"], [manual_logprob(model, i) for i in ids], atol=1e-5)
+        assert scored[f"n_tokens_{side}"].tolist() == [len(i) - 1 for i in ids]
+        assert scored[f"n_bytes_{side}"].tolist() == [len(s.encode("utf-8")) for s in pairs[side]]
+    g, b = scored["logp_good"], scored["logp_bad"]
+    np.testing.assert_allclose(scored["delta"], g - b)
+    token_mean = g / scored["n_tokens_good"] > b / scored["n_tokens_bad"]
+    byte_norm = g / scored["n_bytes_good"] > b / scored["n_bytes_bad"]
+    assert scored["correct_token_mean"].tolist() == token_mean.tolist()
+    assert scored["correct_byte_norm"].tolist() == byte_norm.tolist()
+    assert summary["accuracy_token_mean"] == pytest.approx(token_mean.mean())
+    assert summary["accuracy_byte_norm"] == pytest.approx(byte_norm.mean())
+    # "Þú" is 2 characters but 4 bytes: byte normalisation is not character normalisation
+    assert scored["n_bytes_bad"].iloc[3] == len("Þú ert") + 2
+    assert summary["breakdowns"] == {}  # no paradigm/field/phenomenon/lang columns
+
+
+def test_score_pairs_breakdowns_per_phenomenon_and_lang_for_each_variant(model, tokenizer):
+    pairs = pd.DataFrame({"good": SENTENCES[:4], "bad": SENTENCES[2:],
+                          "paradigm": ["SV-#", "SV-#", "SP-G", "SV-#"], "field": [None] * 4,
+                          "phenomenon": ["SV-#", "SV-#", "SP-G", "SV-#"], "lang": ["isl", "swe", "swe", "swe"]})
+    scored, summary = ev.score_pairs(model, tokenizer, pairs, progress=False)
+    assert "by_field" not in summary and "field" not in summary["breakdowns"]  # all missing
+    assert set(summary["breakdowns"]) == {"paradigm", "phenomenon", "lang"}
+    swe = scored[scored["lang"] == "swe"]
+    assert summary["breakdowns"]["lang"]["swe"] == {
+        "n_pairs": 3, "accuracy": pytest.approx(swe["correct"].mean()),
+        "accuracy_token_mean": pytest.approx(swe["correct_token_mean"].mean()),
+        "accuracy_byte_norm": pytest.approx(swe["correct_byte_norm"].mean())}
+    assert summary["by_lang"]["isl"] == float(scored["correct"].iloc[0])
+    assert summary["breakdowns"]["phenomenon"]["SV-#"]["n_pairs"] == 3
+
+
+# ---------------------------------------------------------------- batching and precision
+
+def test_auto_batch_size_is_the_largest_that_fits(model):
+    per_sequence = ev.sequence_bytes(model.config, 20)
+    assert per_sequence > 20 * ev.LOGIT_BYTES * model.config.vocab_size  # logits plus layer activations
+    budget_gb = 7.5 * per_sequence / 2**30
+    assert ev.auto_batch_size(model, 20, memory_budget_gb=budget_gb) == 7
+    assert ev.auto_batch_size(model, 20, memory_budget_gb=1e-9) == 1  # never below one
+    assert ev.auto_batch_size(model, 10, memory_budget_gb=budget_gb) > 7  # shorter sequences, more of them
+    assert ev.memory_budget_bytes("cpu") == int(ev.DEFAULT_CPU_BUDGET_GB * 2**30)
+    assert ev.memory_budget_bytes("cpu", 0.5) == 2**29
+
+
+def test_auto_budget_on_cuda_is_a_fraction_of_free_memory(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (8 * 2**30, 80 * 2**30))
+    assert ev.memory_budget_bytes("cuda") == int(8 * 2**30 * ev.CUDA_FREE_FRACTION)
+    assert ev.memory_budget_bytes("cuda:0", 3) == 3 * 2**30
+
+
+def test_auto_batches_follow_lengths_deterministically(model):
+    lengths = [3, 30, 5, 30, 12, 7]
+    budget_gb = 2.5 * ev.sequence_bytes(model.config, 30) / 2**30
+    batches = ev._plan_batches(model, lengths, "auto", torch.device("cpu"), budget_gb)
+    assert batches[0] == [1, 3]  # the two longest, 2.5 fit
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(len(b) <= ev.auto_batch_size(model, lengths[b[0]], budget_gb) for b in batches)
+    assert batches == ev._plan_batches(model, lengths, None, torch.device("cpu"), budget_gb)
+    with pytest.raises(ValueError, match="positive integer or 'auto'"):
+        ev._plan_batches(model, lengths, 0, torch.device("cpu"), None)
+
+
+def test_scores_do_not_depend_on_batch_size(model, tokenizer):
+    pairs = pd.DataFrame({"good": SENTENCES, "bad": SENTENCES[::-1], "paradigm": list("aabbcc")})
+    tiny_budget = 2.5 * ev.sequence_bytes(model.config, 12) / 2**30  # forces batches of 1 to 4
+    runs = [ev.score_pairs(model, tokenizer, pairs, batch_size=b, progress=False, memory_budget_gb=m)
+            for b, m in ((1, None), (4, None), ("auto", None), (None, tiny_budget))]
+    for scored, summary in runs[1:]:
+        np.testing.assert_allclose(scored["logp_good"], runs[0][0]["logp_good"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(scored["logp_bad"], runs[0][0]["logp_bad"], atol=1e-5, rtol=0)
+        assert summary == runs[0][1]
+
+
+def test_dtype_fp32_on_cpu_and_bf16_autocast(model, tokenizer):
+    fp32 = ev.sentence_logprobs(model, tokenizer, SENTENCES, progress=False)
+    assert np.array_equal(ev.sentence_logprobs(model, tokenizer, SENTENCES, progress=False, dtype="fp32"), fp32)
+    # An explicit fp32 switches off a caller's autocast; "auto" on CPU leaves it alone.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        forced = ev.sentence_logprobs(model, tokenizer, SENTENCES, progress=False, dtype=torch.float32)
+        ambient = ev.sentence_logprobs(model, tokenizer, SENTENCES, progress=False)
+    assert np.array_equal(forced, fp32)
+    bf16 = ev.sentence_logprobs(model, tokenizer, SENTENCES, progress=False, dtype="bf16")
+    assert not np.array_equal(bf16, fp32) and not np.array_equal(ambient, fp32)
+    np.testing.assert_allclose(bf16, fp32, rtol=0.1, atol=0.5)  # same scores to bf16 precision
+    np.testing.assert_allclose(ambient, bf16, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        ev.sentence_logprobs(model, tokenizer, SENTENCES, progress=False, dtype="fp8")
+
+
+def test_auto_dtype_is_bf16_autocast_on_cuda():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constructing a CUDA autocast without CUDA warns
+        cuda = ev._autocast(torch.device("cuda"), "auto")
+        off = ev._autocast(torch.device("cuda"), "fp32")
+    assert isinstance(cuda, torch.autocast) and cuda.fast_dtype == torch.bfloat16
+    assert isinstance(off, torch.autocast) and not off._enabled
+    assert not isinstance(ev._autocast(torch.device("cpu"), None), torch.autocast)
 
 
 # ---------------------------------------------------------------- bits_per_byte
@@ -131,6 +239,8 @@ def test_bits_per_byte_matches_manual(model, tokenizer):
     assert got["nll_nats"] == pytest.approx(nll, abs=1e-4)
     assert got["bpb"] == pytest.approx(nll / math.log(2) / n_bytes, rel=1e-6)
     assert got["token_perplexity"] == pytest.approx(math.exp(nll / got["n_tokens"]), rel=1e-6)
+    auto = ev.bits_per_byte(model, tokenizer, texts, batch_size="auto", progress=False)
+    assert auto["nll_nats"] == pytest.approx(got["nll_nats"], abs=1e-4)
 
 
 def test_sliding_windows_cover_every_token_once():

@@ -64,6 +64,13 @@ def test_results_are_real_and_complete(smoke_run):
     assert blimp.between(0, 1).all() and blimp.nunique() > 1
     bpb = results[results.metric == "bpb"].value
     assert (bpb > 0).all() and bpb.notna().all()
+    # every checkpoint saved during CPT is evaluated, with its own step, tokens and FLOPs
+    ckpt = results[(results.model == "cpt-2x-multilingual") & ~results["final"].astype(bool)]
+    final = results[(results.model == "cpt-2x-multilingual") & results["final"].astype(bool)]
+    assert ckpt.step.nunique() >= 2 and ckpt.step.max() < final.step.max()
+    per_token = (ckpt.flops_total / ckpt.tokens).round(3).unique()
+    assert len(per_token) == 1 and per_token[0] == round(final.flops_total.iloc[0] / final.tokens.iloc[0], 3)
+    assert set(results.metric) >= {"accuracy", "bpb"}
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["steps"]["english/base_1x_cloned"]["max_logit_difference"] < 1e-4
     assert manifest["steps"]["data"]["data_hash"]

@@ -55,6 +55,23 @@ def test_training_reduces_loss_and_writes_checkpoints(tmp_path, data_dir):
     assert len(curve) == 1 + 4  # steps 0, 5, 10, 12
 
 
+def test_curve_interval_is_independent_of_checkpoint_interval(tmp_path, data_dir):
+    p = load_params("smoke", {"run_dir": str(tmp_path), "checkpoint_every_tokens": 8 * 64 * 6,
+                              "train_eval_every_tokens": 8 * 64 * 2})
+    packing.write_tokens(tmp_path / "s.bin", [list(range(3, 60)) * 80], 64)
+    cfg = modeling.smollm2_config(vocab_size=64, hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2,
+                                  head_dim=8, intermediate_size=64, max_position_embeddings=128)
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models as tm
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0")),
+                                  bos_token="t1", eos_token="t2")
+    stage = training.Stage("t", tmp_path / "s.bin", tmp_path / "run", steps=13, eval_texts={"eng": ["t3 t4"]})
+    training.train(modeling.new_model(cfg, seed=0), tok, stage, p, log=lambda m: None)
+    steps = [int(line.split(",")[1]) for line in (tmp_path / "run" / "curve.csv").read_text().splitlines()[1:]]
+    assert steps == [0, 2, 4, 6, 8, 10, 12, 13]
+    assert sorted(d.name for d in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_000006", "step_000012"]
+
+
 def test_too_little_data_is_a_clear_error(tmp_path, data_dir):
     p = load_params("smoke", {"run_dir": str(tmp_path)})
     packing.write_tokens(tmp_path / "s.bin", [[1, 2, 3]], 64)

@@ -1,0 +1,154 @@
+"""BLiMP scoring speed and agreement: our scorer against lm-evaluation-harness, in one run.
+
+Run by hand (needs `pip install "lm-eval[hf]"` in the venv):
+
+    .venv/bin/python benchmarks/blimp_speed.py                       # full BLiMP, tiny English base
+    .venv/bin/python benchmarks/blimp_speed.py --model DIR --batch-size 64 --device cuda
+
+Both score the same pairs with the same model object, batch size and device:
+- ours: `hyperllama_lib.evaluation.score_pairs` (summed log p(sentence | BOS); tie = wrong);
+- lm-eval: its multiple_choice task path over [good, bad] with an empty context and
+  `target_delimiter: ""` (as its multiblimp task), `HFLM(pretrained=<the model>)`,
+  `simple_evaluate(log_samples=True)`; the empty context is lm-eval's `prefix_token_id`, which is
+  the tokenizer's BOS, so both score [BOS] + sentence (checked before timing).
+
+Only scoring is timed, never model or data loading. Ours: the `score_pairs` call (tokenization,
+batching, forward passes, pair decisions). lm-eval: the time spent inside `lm.loglikelihood`
+(tokenization, batching, forward passes), which is what the speed ratio uses; the whole
+`simple_evaluate` call (plus building the task, its dataset and requests, and metrics) is printed
+too. Both are warmed up first. With `--repeats N` the rounds alternate ours / lm-eval and the
+fastest round of each is used; every round's ratio is printed. The 1-minute load average is
+printed before and after: on a shared machine other processes slow both scorers unevenly.
+
+Goal (issue #3): ours >= 3x lm-eval's pairs/s, >= 99.9% identical decisions, |acc diff| <= 0.001.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+DEFAULT_MODEL = REPO / "runs" / "tiny" / "models" / "english" / "base_1x" / "final"
+
+
+def default_data() -> Path:
+    return Path(os.environ.get("HYPERLLAMA_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                    help="save_pretrained folder with its tokenizer (default: the tiny English "
+                         "base_1x, runs/tiny/models/english/base_1x/final)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="data folder holding blimp/*.jsonl.gz (default: $HYPERLLAMA_DATA or "
+                         "../shared/data)")
+    ap.add_argument("--batch-size", type=int, default=32, help="sentences per forward, both")
+    ap.add_argument("--max-pairs-per-paradigm", type=int, default=None,
+                    help="subsample each paradigm (default: all, the full 67,000 pairs)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: "
+                    "torch's default)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed rounds per scorer")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import hyperllama_lib  # noqa: F401  (registers the hyperllama model type)
+    from hyperllama_lib import evaluation as ev
+
+    try:
+        import lm_eval
+        import _lm_eval_peer as peer
+        peer.make_hflm  # noqa: B018
+        from lm_eval.models.huggingface import HFLM  # noqa: F401
+    except ImportError as err:
+        sys.exit(f"lm-eval with its [hf] extra is needed: .venv/bin/pip install 'lm-eval[hf]' ({err})")
+
+    if not args.model.is_dir():
+        sys.exit(f"no model folder at {args.model}: run the tiny reproduction or pass --model DIR")
+    data = args.data or default_data()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peer.quiet_lm_eval()
+
+    pairs = ev.load_blimp_local(data, max_pairs_per_paradigm=args.max_pairs_per_paradigm)
+    model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device).eval()
+    tok_ours = AutoTokenizer.from_pretrained(args.model)
+    lm = peer.make_hflm(model, AutoTokenizer.from_pretrained(args.model), args.batch_size)
+    peer.check_conditioning(lm, pairs["good"].iloc[0])
+    n = len(pairs)
+    print(f"model {args.model} ({sum(p.numel() for p in model.parameters()):,} parameters), "
+          f"{n:,} pairs, batch size {args.batch_size}, device {args.device}, torch threads "
+          f"{torch.get_num_threads()}, torch {torch.__version__}, lm-eval "
+          f"{getattr(lm_eval, '__version__', '?')}", flush=True)
+
+    def run_ours(df):
+        start = time.perf_counter()
+        scored, summary = ev.score_pairs(model, tok_ours, df, batch_size=args.batch_size,
+                                         device=args.device, progress=False)
+        return scored, time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(prefix="blimp_speed_") as tmp:
+        warm = pairs.iloc[: 4 * args.batch_size].reset_index(drop=True)
+        run_ours(warm)
+        peer.run_lm_eval(lm, warm, Path(tmp) / "warmup")
+
+        load_before = os.getloadavg()[0]
+        ours_times, peer_ll_times, peer_total_times = [], [], []
+        for r in range(args.repeats):
+            ours, seconds = run_ours(pairs)
+            ours_times.append(seconds)
+            result = peer.run_lm_eval(lm, pairs, Path(tmp) / f"round{r}")
+            peer_ll_times.append(result["seconds_loglikelihood"])
+            peer_total_times.append(result["seconds_total"])
+            print(f"round {r + 1}: ours {n / seconds:,.0f} pairs/s, lm-eval "
+                  f"{n / result['seconds_loglikelihood']:,.0f} pairs/s (scoring) / "
+                  f"{n / result['seconds_total']:,.0f} (whole simple_evaluate), ratio "
+                  f"{result['seconds_loglikelihood'] / seconds:.2f}x", flush=True)
+        load_after = os.getloadavg()[0]
+
+    stats = peer.compare(ours, result)
+    ours_pps = n / min(ours_times)
+    peer_pps = n / min(peer_ll_times)
+    peer_total_pps = n / min(peer_total_times)
+    out = {
+        "model": str(args.model), "n_pairs": n, "batch_size": args.batch_size,
+        "device": args.device, "torch_threads": torch.get_num_threads(),
+        "lm_eval_version": getattr(lm_eval, "__version__", None),
+        "ours_seconds": ours_times, "lm_eval_loglikelihood_seconds": peer_ll_times,
+        "lm_eval_simple_evaluate_seconds": peer_total_times,
+        "ours_pairs_per_s": ours_pps, "lm_eval_pairs_per_s": peer_pps,
+        "lm_eval_end_to_end_pairs_per_s": peer_total_pps,
+        "speed_ratio": ours_pps / peer_pps, "speed_ratio_end_to_end": ours_pps / peer_total_pps,
+        "load_average_1min": [load_before, load_after], **stats,
+    }
+    print()
+    print(f"ours:     {ours_pps:10,.0f} pairs/s   acc {stats['acc_ours']:.4f}")
+    print(f"lm-eval:  {peer_pps:10,.0f} pairs/s   acc {stats['acc_lm_eval']:.4f}   "
+          f"(whole simple_evaluate: {peer_total_pps:,.0f} pairs/s)")
+    print(f"speed ratio ours / lm-eval: {out['speed_ratio']:.2f}x (goal >= 3x); against the "
+          f"whole simple_evaluate {out['speed_ratio_end_to_end']:.2f}x")
+    print(f"same decision on {stats['agreement']:.4%} of pairs ({stats['n_disagree']} differ), "
+          f"acc difference {stats['acc_diff'] * 100:+.3f} points; pairs with |margin| < 1e-4: "
+          f"{stats['n_near_ties']}; max |logp ours - lm-eval| {stats['max_abs_logp_diff']:.1e}")
+    print(f"1-min load average before / after timing: {load_before:.2f} / {load_after:.2f} "
+          f"({os.cpu_count()} CPUs)")
+    ok = (out["speed_ratio"] >= 3 and stats["agreement"] >= 0.999
+          and abs(stats["acc_diff"]) <= 0.001)
+    print("goal met" if ok else "goal NOT met")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Writes notebooks/*.ipynb (without outputs) from the cell sources below: edit here, run, commit both."""
+import nbformat as nbf
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "notebooks"
+SETUP = """import hyperllama_lib as hl
+from hyperllama_lib import params
+from IPython.display import Markdown, display
+
+P = params.from_notebook(globals())  # YAML of the scale + papermill -p overrides; stops on anything unknown
+print(f"scale={P.scale}  run_dir={P.run_path}  data_dir={P.data_path}")"""
+
+def nb(name, cells):
+    book = nbf.v4.new_notebook()
+    book.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                     "language_info": {"name": "python"}}
+    out = []
+    for i, (kind, src, *tags) in enumerate(cells):
+        c = nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
+        c["id"] = f"{name.split('_')[0]}-{i:02d}"
+        if tags:
+            c.metadata["tags"] = tags
+        out.append(c)
+    book.cells = out
+    return book
+
+PARAMS = ("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | paper', "parameters")
+
+books = {
+"01_data": [
+("md", """# 01 · Data: corpora, decontamination, UniMax budgets, replay, tokenizer, packed tokens
+
+**Paper step.** The authors adapt English models to Estonian, Faroese, Icelandic, Persian and Swedish using
+FineWeb-2 (`ekk_Latn`, `fao_Latn`, `isl_Latn`, `fas_Arab`, `swe_Latn`). Per-language token budgets come from
+**UniMax** sampling (a character budget spread as evenly as possible over the languages, each capped at
+6 epochs of its data). Each language's training mix gets **English replay**: Swedish receives 1% of the 80%
+English split and 5% of the code data, the other languages that amount scaled by their share of documents.
+
+**Here.** Offline, the corpora are the real texts in `../shared/data` (or the Hub with `data_source: hub`).
+This notebook
+
+1. reads each language, removes duplicates across files,
+2. removes every training document that is, or contains, a sentence of an evaluation set
+   (BLiMP, the UDHR used as a parallel held-out text, MultiBLiMP-style pair files),
+3. splits a deterministic held-out set (stable hash of the text),
+4. splits English 80% (seed) / 20% (bases) as the authors did,
+5. computes UniMax budgets and the replay mix, trains or loads the tokenizer (a corpus BPE at
+   smoke/tiny, the real Llama-3 tokenizer with 128,256 ids at small/paper), and
+6. writes packed token streams for every training stage."""),
+PARAMS,
+("code", SETUP),
+("code", """stats = hl.data.prepare(P)
+stats"""),
+("md", """`epochs` is the UniMax allocation divided by the available characters (capped at `max_epochs`),
+`replay_share_samples` the share of documents in the mix that are English or code replay, and `steps`
+the optimiser steps one pass over the stream takes (`global_batch_size x seq_len` tokens each)."""),
+("code", """plan = hl.data.load_plan(P)
+print(f"vocabulary: {plan['vocab_size']} ids; seed {plan['seed_steps']} steps, bases {plan['base_steps']} steps "
+      f"-> cloning after {plan['clone_after_fraction_of_english_steps']:.0%} of the English steps (paper: ~81%)")
+plan['cpt_steps']"""),
+],
+"02_upscale": [
+("md", """# 02 · Upscale: English seed, HyperCloning x2, the 1x and 2x English bases
+
+**Paper step.** A SmolLM2-135M-shaped model with the Llama-3 vocabulary and a GeGLU MLP (180M parameters)
+is trained from scratch on code, then on 80% of the English data (the *seed*). From the seed:
+
+* **1x base** = the seed trained on the remaining 20% English;
+* **2x base** = the seed **HyperCloned** to twice the width (572M parameters), then trained on the same 20%;
+* **1x_cloned base** = the 1x base HyperCloned, without further training.
+
+HyperCloning (Samragh et al. 2024) maps every hidden vector `x` to `[x, x]`: linear layers are tiled and
+divided by 2 on the input side, heads are copied, norms tiled, the embedding tiled, and the tied output head
+divided by 2 (model type `hyperllama`, `lm_head_normalization_factor`). The clone computes exactly the same
+function as its source, which this notebook checks (`clone_max_logit_difference`)."""),
+PARAMS,
+("code", SETUP),
+("code", """english = hl.upscale.run(P)
+english"""),
+("code", """assert english.clone_max_logit_difference.dropna().max() < 1e-4, "a clone changed the function"
+display(Markdown(f"Cloning preserved the logits to within {english.clone_max_logit_difference.max():.2e}."))"""),
+],
+"03_cpt": [
+("md", """# 03 · Continued pretraining (CPT) per language
+
+**Paper step.** Each English base is trained further on one target language, in three setups:
+`1x` (the 180M base), `1x_cloned` (the 180M base HyperCloned to 572M, then trained) and `2x` (the 572M
+base, cloned earlier during English pretraining). All setups of a language see **identical data, steps and
+schedule**; budgets come from 01_data. `lang = "multilingual"` trains the jointly trained model on all five
+mixtures at once. Optimiser: AdamW (0.9, 0.95), weight decay 0.01, clip 1.0, warm-up, constant LR,
+linear decay to 0 over the last 20%, a fresh optimiser per stage. Checkpoints are saved at fixed token
+intervals and held-out bits per byte of the target language and of English are logged at each.
+
+Run once per language: `papermill notebooks/03_cpt.ipynb out.ipynb -p lang persian`."""),
+("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | paper\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual (or ISO codes)', "parameters"),
+("code", SETUP),
+("code", """runs = hl.cpt.run(P)
+runs"""),
+("md", """Training FLOPs follow the 6 x parameters x tokens convention (`flops_total` counts all parameters,
+the tied embedding once; the training logs also hold the non-embedding variant). The curves below are the
+held-out bits per byte at every checkpoint: lower is better."""),
+("code", """curves = hl.cpt.curves(P)
+curves[curves.trained_on == P.lang].pivot_table(index=["setup", "step", "tokens"], columns="lang", values="bpb")"""),
+],
+"04_merge": [
+("md", """# 04 · Merge the language models
+
+**Paper step.** For each setup, the five language models are merged into one multilingual model with
+mergekit's methods (the paper: linear, multislerp, task arithmetic, TIES, DARE-TIES; weight 1.0 per model,
+density 0.5, normalize true). Task vectors are taken against the setup's English base: 1x against the 1x
+base, 1x_cloned against the cloned 1x base, 2x against the 2x base. This notebook runs the methods in
+`merge_methods` (tiny: linear averaging and TIES)."""),
+PARAMS,
+("code", SETUP),
+("code", """merges = hl.merge_grid.run(P)
+merges"""),
+],
+"05_eval": [
+("md", """# 05 · Evaluate every model
+
+**Paper step.** English grammar is measured on BLiMP minimal pairs (the paper used a filtered BLiMP,
+`liu-nlp/blimp-single-error`; offline we use the full BLiMP, subsampled per paradigm at small scales):
+a pair is correct when the summed log-probability of the good sentence, conditioned on BOS, exceeds that of
+the bad one. Language modelling is measured as **bits per byte** on held-out text of every language, a
+normalisation independent of the tokenizer, so 1x and 2x models compare fairly; the UDHR gives a second,
+parallel held-out text. Every checkpoint saved during continued pretraining is evaluated too, so the
+analysis can draw accuracy and bits per byte against target tokens and training FLOPs. Results are tidy
+rows (model, setup, trained_on, step, tokens, flops, final, benchmark, lang, metric, value); a model or
+checkpoint already evaluated with the same settings is not evaluated again.
+
+Besides the paper's summed log-probability (`accuracy`), BLiMP is also scored with the token-mean
+(`accuracy_token_mean`) and byte-normalised (`accuracy_byte_norm`) log-probability."""),
+PARAMS,
+("code", SETUP),
+("code", """results = hl.eval_grid.run(P)
+finals = results[results["final"] & results.metric.isin(["accuracy", "bpb"])]
+finals.pivot_table(index=["setup", "kind", "trained_on"], columns=["benchmark", "lang"], values="value").round(3)"""),
+("md", """English BLiMP accuracy at every checkpoint of the monolingual runs (step 0 is the English base):"""),
+("code", """blimp = results[(results.benchmark == "blimp") & (results.metric == "accuracy") & (results.kind == "cpt")]
+blimp.pivot_table(index=["trained_on", "step"], columns="setup", values="value").round(3)"""),
+],
+"06_analysis": [
+("md", """# 06 · Analysis: the paper's comparisons
+
+The paper asks whether width-upscaling before adaptation (2x, 1x_cloned) is more data-efficient than
+adapting the small model (1x), whether it forgets less English, and how merged language models compare with
+a jointly trained multilingual model. This notebook draws those comparisons from the run's results and
+writes figures (PNG + PDF) to `figures/` and tables (CSV + Markdown) to `tables/`."""),
+PARAMS,
+("code", SETUP),
+("code", """out = hl.analysis.run(P)
+figs = P.publish_path / "figures"
+"""),
+("md", """## Data and budgets"""),
+("code", """out["data_stats"]"""),
+("md", """## (a) Data efficiency: held-out bits per byte against target tokens seen
+Lower is better. The paper's claim: once enough target data has been seen, the upscaled models match or beat
+the small model."""),
+("code", """from IPython.display import Image
+display(Image(str(figs / "bpb_vs_target_tokens.png")))
+out["heldout_bpb_final"]"""),
+("md", """## (b) English forgetting
+English BLiMP accuracy of each English base (before) and of every adapted model (after); the paper's claim is
+that scaling reduces forgetting. The English held-out bits per byte during training tell the same story."""),
+("code", """display(Image(str(figs / "english_blimp_before_after.png")))
+display(Image(str(figs / "english_bpb_during_cpt.png")))
+if (figs / "english_blimp_during_cpt.png").exists():
+    display(Image(str(figs / "english_blimp_during_cpt.png")))
+out["english_blimp"]"""),
+("md", """## (c) Merging vs joint multilingual training
+Mean held-out bits per byte over the five target languages for the monolingual models (each on its own
+language), the jointly trained multilingual model, and each merge of the five monolingual models."""),
+("code", """display(Image(str(figs / "merged_vs_multilingual.png")))
+out["merging"]"""),
+],
+}
+OUT.mkdir(exist_ok=True)
+for name, cells in books.items():
+    nbf.write(nb(name, cells), OUT / f"{name}.ipynb")
+print("ok")
