@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -87,9 +88,28 @@ def curve_figure(curves: pd.DataFrame, langs: list[str], share: dict[str, float]
     return g.figure
 
 
+def flops_figure(curves: pd.DataFrame, langs: list[str]):
+    """Target-language bpb against training FLOPs of the adaptation stage, in both conventions
+    (6 x all parameters x tokens, and 6 x non-embedding parameters x tokens)."""
+    mono = curves[curves.trained_on.isin(langs) & (curves.lang == curves.trained_on)]
+    long = pd.concat([mono.assign(flops=mono.flops_total, convention="all parameters"),
+                      mono.assign(flops=mono.flops_non_embedding, convention="non-embedding parameters")])
+    exponent = int(np.floor(np.log10(max(long.flops.max(), 1))))
+    long = long.assign(language=long.trained_on.map(_lang_label), flops=long.flops / 10.0 ** exponent)
+    g = sns.relplot(data=long, x="flops", y="bpb", hue="setup", hue_order=SETUP_ORDER, palette=PALETTE,
+                    style="setup", style_order=SETUP_ORDER, markers=True, dashes=True, row="convention",
+                    col="language", kind="line", height=2.4, aspect=1.0,
+                    facet_kws={"sharey": False, "sharex": False})
+    g.set_axis_labels(f"training FLOPs (1e{exponent}; 6 x N x tokens)", "held-out bits/byte")
+    g.set_titles("{col_name}, {row_name}", size=8)
+    g.figure.suptitle("Compute efficiency: held-out bits per byte vs training FLOPs", y=1.02)
+    return g.figure
+
+
 def final_bpb_table(results: pd.DataFrame, langs: list[str]) -> pd.DataFrame:
     """Final held-out bpb of each monolingual model on its own language: languages x setups."""
-    own = results[(results.kind == "cpt") & (results.benchmark == "heldout") & (results.lang == results.trained_on)]
+    own = results[(results.kind == "cpt") & (results.benchmark == "heldout") & (results.metric == "bpb")
+                  & (results.lang == results.trained_on)]
     table = own.pivot_table(index="lang", columns="setup", values="value").reindex(langs)
     return table.reindex(columns=[s for s in SETUP_ORDER if s in table]).reset_index()
 
@@ -142,7 +162,7 @@ def blimp_curve_figure(results: pd.DataFrame, langs: list[str], share: dict[str,
 
 def merge_table(results: pd.DataFrame, langs: list[str]) -> pd.DataFrame:
     """Held-out bpb per target language: monolingual models, the multilingual model, each merge."""
-    held = results[(results.benchmark == "heldout") & results.lang.isin(langs)]
+    held = results[(results.benchmark == "heldout") & (results.metric == "bpb") & results.lang.isin(langs)]
     mono = held[(held.kind == "cpt") & (held.lang == held.trained_on)].assign(model="monolingual")
     joint = held[held.kind == "multilingual"].assign(model="multilingual (joint)")
     merged = held[held.kind == "merged"].assign(model=lambda d: "merge: " + d.trained_on)
@@ -184,6 +204,7 @@ def run(p: Params, log=print) -> dict[str, pd.DataFrame]:
     share = target_share(p)
     written += save_figure(curve_figure(curves, langs, share), figures, "bpb_vs_target_tokens")
     written += save_figure(curve_figure(curves, langs, share, english=True), figures, "english_bpb_during_cpt")
+    written += save_figure(flops_figure(curves, langs), figures, "bpb_vs_training_flops")
     written += save_figure(blimp_figure(results), figures, "english_blimp_before_after")
     if (~everything["final"].astype(bool)).any():
         written += save_figure(blimp_curve_figure(everything, langs, share), figures, "english_blimp_during_cpt")

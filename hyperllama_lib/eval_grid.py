@@ -25,7 +25,7 @@ EVAL_KEYS = ["blimp_pairs_per_paradigm", "eval_max_bytes", "seed"]
 RESULT_COLUMNS = ["model", "kind", "setup", "trained_on", "step", "tokens", "flops_total",
                   "flops_non_embedding", "final", "benchmark", "lang", "metric", "value"]
 BLIMP_METRICS = ("accuracy", "accuracy_token_mean", "accuracy_byte_norm")
-RESULTS_SCHEMA = 2  # bump when rows change shape, so older result files are recomputed, not mixed in
+RESULTS_SCHEMA = 3  # bump when rows change shape, so older result files are recomputed, not mixed in
 
 
 @dataclass
@@ -115,6 +115,9 @@ def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok) -> pd
                                                context_len=p.seq_len, batch_size=p.eval_batch_size,
                                                device=device, progress=False)
                 rows.append({**common, "benchmark": bench, "lang": lang, "metric": "bpb", "value": res["bpb"]})
+                # per token of this model's tokenizer: comparable only between models sharing it
+                rows.append({**common, "benchmark": bench, "lang": lang, "metric": "token_perplexity",
+                             "value": res["token_perplexity"]})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 

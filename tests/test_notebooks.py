@@ -45,7 +45,8 @@ def test_reproduce_runs_every_notebook(smoke_run):
     executed = sorted(p.stem for p in (run_dir / "notebooks").glob("*.ipynb"))
     assert executed == ["01_data", "02_upscale", "03_cpt-est", "03_cpt-fao", "03_cpt-fas", "03_cpt-isl",
                         "03_cpt-multilingual", "03_cpt-swe", "04_merge", "05_eval", "06_analysis"]
-    for name in ["bpb_vs_target_tokens", "english_bpb_during_cpt", "english_blimp_before_after",
+    for name in ["bpb_vs_target_tokens", "english_bpb_during_cpt", "english_blimp_before_after", "bpb_vs_training_flops",
+                 "english_blimp_during_cpt",
                  "merged_vs_multilingual"]:
         for ext in ("png", "pdf"):
             assert (run_dir / "figures" / f"{name}.{ext}").stat().st_size > 1000

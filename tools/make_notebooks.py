@@ -159,6 +159,10 @@ the small model."""),
 ("code", """from IPython.display import Image
 display(Image(str(figs / "bpb_vs_target_tokens.png")))
 out["heldout_bpb_final"]"""),
+("md", """The same curves against the training FLOPs of the adaptation stage, counted as 6 x parameters x tokens
+with all parameters (top) and with non-embedding parameters only (bottom). A 2x step costs about 3.2x
+(all) to 4x (non-embedding) a 1x step, so compute-matched comparisons shift the picture."""),
+("code", """display(Image(str(figs / "bpb_vs_training_flops.png")))"""),
 ("md", """## (b) English forgetting
 English BLiMP accuracy of each English base (before) and of every adapted model (after); the paper's claim is
 that scaling reduces forgetting. The English held-out bits per byte during training tell the same story."""),
