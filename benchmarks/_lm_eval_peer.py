@@ -12,7 +12,9 @@ the tokenizer's `bos_token_id` when set. So each sentence is scored as log p(tok
 once, exactly as `hyperllama_lib.evaluation` does (`check_conditioning` asserts this).
 
 lm-eval's `acc` takes `argmax` over the choices' log-likelihoods, so an exact tie counts as
-correct there (the first choice wins) and as wrong in ours; `compare` reports near-ties.
+correct there (the first choice wins) and as wrong in ours. Real BLiMP has 7 pairs whose good and
+bad sentences are the same string, so on the full set exactly those 7 decisions differ (0.0104
+points); `compare` counts them and the near-ties.
 """
 from __future__ import annotations
 
@@ -158,6 +160,8 @@ def run_lm_eval(lm: Any, pairs_df: pd.DataFrame, workdir: str | Path) -> dict[st
     if not seen.all():
         raise AssertionError(f"lm-eval returned {int(seen.sum())} of {n} pairs")
     acc = float(results["results"][TASK_NAME]["acc,none"])
+    if abs(acc - correct.mean()) > 1e-9:
+        raise AssertionError(f"lm-eval acc {acc} is not the mean of its per-sample acc")
     return {"acc": acc, "correct": correct, "logp_good": logp[:, 0], "logp_bad": logp[:, 1],
             "seconds_total": seconds_total, "seconds_loglikelihood": float(sum(spent)),
             "version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None}
@@ -169,6 +173,9 @@ def compare(ours: pd.DataFrame, peer: dict[str, Any], near_tie: float = 1e-4) ->
     ours_margin = (ours["logp_good"] - ours["logp_bad"]).to_numpy()
     peer_margin = peer["logp_good"] - peer["logp_bad"]
     same = ours_correct == peer["correct"]
+    # BLiMP has pairs whose good and bad sentences are the same string: an exact tie, wrong for
+    # us and correct for lm-eval (argmax keeps the first choice).
+    identical = (ours["good"] == ours["bad"]).to_numpy()
     max_logp_diff = float(np.max(np.abs(np.concatenate([
         ours["logp_good"].to_numpy() - peer["logp_good"],
         ours["logp_bad"].to_numpy() - peer["logp_bad"]])))) if len(ours) else 0.0
@@ -179,6 +186,8 @@ def compare(ours: pd.DataFrame, peer: dict[str, Any], near_tie: float = 1e-4) ->
         "acc_diff": float(ours_correct.mean() - peer["acc"]),
         "agreement": float(same.mean()),
         "n_disagree": int((~same).sum()),
+        "n_identical_pairs": int(identical.sum()),
+        "n_disagree_not_identical": int((~same & ~identical).sum()),
         "n_near_ties": int((np.abs(ours_margin) < near_tie).sum()),
         "n_near_ties_lm_eval": int((np.abs(peer_margin) < near_tie).sum()),
         "max_abs_logp_diff": max_logp_diff,
