@@ -100,9 +100,10 @@ def flops_figure(curves: pd.DataFrame, langs: list[str]):
                     style="setup", style_order=SETUP_ORDER, markers=True, dashes=True, row="convention",
                     col="language", kind="line", height=2.4, aspect=1.0,
                     facet_kws={"sharey": False, "sharex": False})
-    g.set_axis_labels(f"training FLOPs (1e{exponent}; 6 x N x tokens)", "held-out bits/byte")
+    g.set_axis_labels(f"FLOPs (x 1e{exponent})", "held-out bits/byte")
     g.set_titles("{col_name}, {row_name}", size=8)
-    g.figure.suptitle("Compute efficiency: held-out bits per byte vs training FLOPs", y=1.02)
+    g.figure.suptitle("Compute efficiency: held-out bits per byte vs training FLOPs (6 x N x tokens; "
+                      "N = all parameters, top; non-embedding parameters, bottom)", y=1.02)
     return g.figure
 
 
