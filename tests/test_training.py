@@ -6,6 +6,15 @@ from hyperllama_lib.data import repeat_epochs, replay_counts
 from hyperllama_lib.params import load_params
 
 
+def toy_tokenizer():
+    """Word-level tokenizer over t0..t63 (t1 = BOS), enough for the held-out bpb during training."""
+    from tokenizers import Tokenizer, models as tm
+    from transformers import PreTrainedTokenizerFast
+    vocab = {f"t{i}": i for i in range(64)}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel(vocab, unk_token="t0")),
+                                   bos_token="t1", eos_token="t2")
+
+
 def test_schedule_warmup_constant_linear_decay_to_zero():
     f = [training.lr_factor(s, 100, 10, 0.2) for s in range(100)]
     assert f[0] < f[5] < f[9] <= 1.0  # warm-up
@@ -38,10 +47,7 @@ def test_training_reduces_loss_and_writes_checkpoints(tmp_path, data_dir):
     cfg = modeling.smollm2_config(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
                                   head_dim=8, intermediate_size=64, max_position_embeddings=128)
     model = modeling.new_model(cfg, seed=0)
-    from transformers import PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, models as tm
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0")),
-                                  bos_token="t1", eos_token="t2")
+    tok = toy_tokenizer()
     stage = training.Stage("t", tmp_path / "s.bin", tmp_path / "run", steps=12, eval_texts={"eng": ["t3 t4"]})
     summary = training.train(model, tok, stage, p, log=lambda m: None)
     log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
@@ -61,10 +67,7 @@ def test_curve_interval_is_independent_of_checkpoint_interval(tmp_path, data_dir
     packing.write_tokens(tmp_path / "s.bin", [list(range(3, 60)) * 80], 64)
     cfg = modeling.smollm2_config(vocab_size=64, hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2,
                                   head_dim=8, intermediate_size=64, max_position_embeddings=128)
-    from transformers import PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, models as tm
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0")),
-                                  bos_token="t1", eos_token="t2")
+    tok = toy_tokenizer()
     stage = training.Stage("t", tmp_path / "s.bin", tmp_path / "run", steps=13, eval_texts={"eng": ["t3 t4"]})
     training.train(modeling.new_model(cfg, seed=0), tok, stage, p, log=lambda m: None)
     steps = [int(line.split(",")[1]) for line in (tmp_path / "run" / "curve.csv").read_text().splitlines()[1:]]
