@@ -53,7 +53,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None,
                     help="data folder holding blimp/*.jsonl.gz (default: $HYPERLLAMA_DATA or "
                          "../shared/data)")
-    ap.add_argument("--batch-size", type=int, default=32, help="sentences per forward, both")
+    ap.add_argument("--batch-size", type=lambda v: v if v == "auto" else int(v), default=32,
+                    help="sentences per forward for both, or 'auto' for both (each picks its own: "
+                         "lm-eval probes up to 64, ours fills a memory budget)")
+    ap.add_argument("--no-share-prefixes", action="store_true",
+                    help="ours without prefix-tree packing (each sentence in its own row)")
     ap.add_argument("--max-pairs-per-paradigm", type=int, default=None,
                     help="subsample each paradigm (default: all, the full 67,000 pairs)")
     ap.add_argument("--device", default="cpu")
@@ -103,12 +107,13 @@ def main() -> None:
     def run_ours(df):
         start = time.perf_counter()
         scored, summary = ev.score_pairs(model, tok_ours, df, batch_size=args.batch_size,
-                                         device=args.device, progress=False)
+                                         device=args.device, progress=False,
+                                         share_prefixes=not args.no_share_prefixes)
         return scored, time.perf_counter() - start
 
     chunks = [c for c in np.array_split(np.arange(n), max(1, min(args.chunks, n))) if len(c)]
     with tempfile.TemporaryDirectory(prefix="blimp_speed_") as tmp:
-        warm = pairs.iloc[: 4 * args.batch_size].reset_index(drop=True)
+        warm = pairs.iloc[:256].reset_index(drop=True)
         run_ours(warm)
         peer.run_lm_eval(lm, warm, Path(tmp) / "warmup")
 
@@ -148,6 +153,7 @@ def main() -> None:
     peer_total_pps = n / min(peer_total_times)
     out = {
         "model": str(args.model), "n_pairs": n, "batch_size": args.batch_size,
+        "share_prefixes": not args.no_share_prefixes,
         "device": args.device, "torch_threads": torch.get_num_threads(),
         "lm_eval_version": getattr(lm_eval, "__version__", None),
         "ours_seconds": ours_times, "lm_eval_loglikelihood_seconds": peer_ll_times,
