@@ -12,6 +12,10 @@ Both score the same pairs with the same model object, batch size and device:
   `simple_evaluate(log_samples=True)`; the empty context is lm-eval's `prefix_token_id`, which is
   the tokenizer's BOS, so both score [BOS] + sentence (checked before timing).
 
+With `--batch-size auto` each side uses its own automatic size: lm-eval's probe (run once, untimed; it
+picks its maximum, 64, on a CPU) and our memory budget (64 MiB on a CPU). Ours packs sentences into
+prefix trees (`hyperllama_lib.prefix_tree`); `--no-share-prefixes` turns that off.
+
 Only scoring is timed, never model or data loading. Ours: the `score_pairs` call (tokenization,
 batching, forward passes, pair decisions). lm-eval: the time spent inside `lm.loglikelihood`
 (tokenization, batching, forward passes), which is what the speed ratio uses; the whole
@@ -97,10 +101,17 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device).eval()
     tok_ours = AutoTokenizer.from_pretrained(args.model)
     lm = peer.make_hflm(model, AutoTokenizer.from_pretrained(args.model), args.batch_size)
+    peer_batch_size = args.batch_size
+    if args.batch_size == "auto":
+        # lm-eval re-runs its batch-size probe (forward passes at full context) on every call;
+        # probe once here, untimed, and give it the size found, so only scoring is compared.
+        peer_batch_size = int(lm._detect_batch_size())
+        lm = peer.make_hflm(model, AutoTokenizer.from_pretrained(args.model), peer_batch_size)
     peer.check_conditioning(lm, pairs["good"].iloc[0])
     n = len(pairs)
     print(f"model {args.model} ({sum(p.numel() for p in model.parameters()):,} parameters), "
-          f"{n:,} pairs, batch size {args.batch_size}, device {args.device}, torch threads "
+          f"{n:,} pairs, batch size {args.batch_size} (lm-eval: {peer_batch_size}), device "
+          f"{args.device}, torch threads "
           f"{torch.get_num_threads()}, torch {torch.__version__}, lm-eval "
           f"{getattr(lm_eval, '__version__', '?')}", flush=True)
 
@@ -153,7 +164,7 @@ def main() -> None:
     peer_total_pps = n / min(peer_total_times)
     out = {
         "model": str(args.model), "n_pairs": n, "batch_size": args.batch_size,
-        "share_prefixes": not args.no_share_prefixes,
+        "share_prefixes": not args.no_share_prefixes, "lm_eval_batch_size": peer_batch_size,
         "device": args.device, "torch_threads": torch.get_num_threads(),
         "lm_eval_version": getattr(lm_eval, "__version__", None),
         "ours_seconds": ours_times, "lm_eval_loglikelihood_seconds": peer_ll_times,

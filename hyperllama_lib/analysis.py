@@ -4,7 +4,8 @@
     1x vs 1x_cloned vs 2x, one panel per language;
 (b) English forgetting: BLiMP accuracy of every adapted model next to its English base, per setup;
 (c) merging: the merged models against the jointly trained multilingual model and the monolingual
-    models, per setup and language.
+    models, per setup and language;
+and a table of MultiBLiMP agreement accuracy per model and language (its pairs' source noted).
 """
 from __future__ import annotations
 
@@ -184,6 +185,19 @@ def merge_figure(table: pd.DataFrame):
     return fig
 
 
+def multiblimp_table(results: pd.DataFrame) -> pd.DataFrame:
+    """MultiBLiMP accuracy of the final models: one row per setup and model, one column per language,
+    named with the pairs' source ("est (built)": from UD by 01_data; "(released)": MultiBLiMP 1.0)."""
+    mb = results[(results.benchmark == "multiblimp") & (results.metric == "accuracy")]
+    if mb.empty:
+        return pd.DataFrame()
+    source = mb["source"].fillna("?") if "source" in mb else "?"
+    mb = mb.assign(language=mb.lang + " (" + source + ")")
+    table = mb.pivot_table(index=["setup", "kind", "trained_on"], columns="language", values="value")
+    table = table.reindex([s for s in SETUP_ORDER if s in table.index.get_level_values(0)], level=0)
+    return table.reset_index()
+
+
 def run(p: Params, log=print) -> dict[str, pd.DataFrame]:
     everything = eval_grid.load_results(p)
     results = everything[everything["final"].astype(bool)]
@@ -197,6 +211,7 @@ def run(p: Params, log=print) -> dict[str, pd.DataFrame]:
         "heldout_bpb_final": final_bpb_table(results, langs),
         "english_blimp": blimp_table(results),
         "merging": merge_table(results, langs),
+        "multiblimp": multiblimp_table(results),
     }
     written = []
     for name, df in out.items():

@@ -1,5 +1,5 @@
-"""The `hyperllama` command: reproduce the paper at a scale, HyperClone a model folder, or score
-minimal pairs with a model folder."""
+"""The `hyperllama` command: reproduce the paper at a scale, HyperClone a model folder, merge model
+folders, score minimal pairs with a model folder, or build agreement pairs from UD treebanks."""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +13,10 @@ import yaml
 
 from . import artifacts, languages
 from .evaluation import PAIR_FORMATS, PairsFormatError
+from .merging import DTYPES, METHODS, MergeError
 from .modeling import ModelFolderError
 from .params import REPO_ROOT, SCALES, MissingInputError, ParamError, load_params
+from .ud_pairs import ConlluError
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -95,6 +97,43 @@ def cmd_export_llama(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    from . import merging
+
+    method = merging.get_method(args.method)
+    n = len(args.models)
+    weights = args.weight
+    if weights is not None and len(weights) == 1:
+        weights = weights * n
+    elif weights is not None and len(weights) != n:
+        raise MergeError(f"--weight takes one value for all models or one per model; got {len(weights)} "
+                         f"for {n} models")
+    params = {}
+    for pair in args.param:
+        if "=" not in pair:
+            raise MergeError(f"--param expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        params[key.strip()] = yaml.safe_load(value)
+    params.update({k: getattr(args, k) for k in ("density", "normalize", "seed") if getattr(args, k) is not None})
+    for key in params:
+        if key not in method.parameters:
+            raise MergeError(f"merge method {method.name} takes no {key}; its parameters: "
+                             f"{', '.join(method.parameters) or 'none'}")
+    if args.mergekit_yaml and method.mergekit_name is None:
+        raise MergeError(f"merge method {method.name} has no mergekit equivalent (--mergekit-yaml)")
+    out = merging.merge_models(method.name, args.models, args.out, base_dir=args.base, weights=weights,
+                               dtype=args.dtype, overwrite=args.overwrite, progress=sys.stderr.isatty(),
+                               **params)
+    manifest = json.loads((out / "merge.json").read_text())
+    settings = ", ".join(f"{k}={v}" for k, v in manifest["parameters"].items())
+    print(f"merged {n} models with {method.name} ({settings}; weights {manifest['weights']}) -> {out} "
+          f"({args.dtype})")
+    if args.mergekit_yaml:
+        artifacts.atomic_write_text(Path(args.mergekit_yaml), (out / "mergekit_config.yml").read_text())
+        print(f"wrote the mergekit config to {args.mergekit_yaml}")
+    return 0
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -162,6 +201,29 @@ def cmd_score_pairs(args) -> int:
     return 0
 
 
+def cmd_build_pairs(args) -> int:
+    from . import ud_pairs
+
+    built = ud_pairs.build_pairs(args.conllu, args.lang, unimorph=args.unimorph, lexicon_files=args.lexicon,
+                                 seed=args.seed, max_share=args.max_share)
+    ud_pairs.write_data_tsv(built.pairs, Path(args.out))
+    found = ud_pairs.counts(built.pairs)
+    print(f"{found['total']} pairs from {built.sentences} sentences -> {args.out}")
+    for phenomenon in ud_pairs.PHENOMENA:
+        print(f"  {phenomenon}: {found[phenomenon]} (before balancing {built.before_balance.get(phenomenon, 0)})")
+    return 0
+
+
+def _share(value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value!r}")
+    return share
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperllama", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +264,31 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--mode", choices=["fold_norm", "untie"], default="fold_norm")
     ex.set_defaults(func=cmd_export_llama)
 
+    me = sub.add_parser("merge", help=f"merge model folders ({', '.join(METHODS)})",
+                        description="Merge save_pretrained model folders with mergekit 0.1.5 semantics, tensor by "
+                        "tensor. Task vectors are taken against --base. Defaults are the paper's: weight 1.0 per "
+                        "model, density 0.5, normalize true. The output folder is loadable as a model (config and "
+                        "tokenizer from the base, else the first model) and holds merge.json (what was merged how) "
+                        "and mergekit_config.yml (the same merge for mergekit-yaml).")
+    me.add_argument("models", nargs="+", metavar="MODEL_DIR", help="model folders to merge")
+    me.add_argument("--method", required=True, help=", ".join(
+        f"{m.name} ({', '.join(f'{k}={v}' for k, v in m.parameters.items()) or 'no parameters'})"
+        for m in METHODS.values()))
+    me.add_argument("--base", metavar="DIR", help="base model folder (needed by task-vector methods)")
+    me.add_argument("--out", required=True, metavar="DIR", help="output model folder")
+    me.add_argument("--weight", type=float, nargs="+", metavar="W",
+                    help="one weight for all models or one per model, after the model folders (default 1.0 each)")
+    me.add_argument("--density", type=float, help="share of task-vector entries kept, in [0, 1] (default 0.5)")
+    me.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                    help="divide by the summed weights (default: true)")
+    me.add_argument("--seed", type=int, help="seed of the random drop (dare_*; default 0)")
+    me.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other method parameter (repeatable), e.g. --param eps=1e-6 --param rescale=false")
+    me.add_argument("--dtype", choices=list(DTYPES), default="float32", help="output dtype (math is float32)")
+    me.add_argument("--mergekit-yaml", metavar="PATH", help="also write the mergekit config to PATH")
+    me.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    me.set_defaults(func=cmd_merge)
+
     sp = sub.add_parser("score-pairs", help="minimal-pair accuracy of a model folder on a BLiMP or MultiBLiMP file",
                         description="Score minimal pairs: a pair is correct when the summed log-probability of the "
                         "good sentence, conditioned on BOS, exceeds the bad one's (the paper's accuracy). Also reports "
@@ -223,6 +310,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
                     help="auto: bf16 autocast on CUDA, fp32 on CPU (log-softmax always in fp32)")
     sp.set_defaults(func=cmd_score_pairs)
+
+    bp = sub.add_parser("build-pairs", help="build MultiBLiMP-style agreement pairs from UD treebanks",
+                        description="Build subject-verb and subject-participle agreement minimal pairs (SV-#, SV-P, "
+                        "SV-G, SP-#, SP-P, SP-G) from CoNLL-U files, the way MultiBLiMP 1.0 was built: the verb form "
+                        "is swapped for the form with the other number, person or gender, found in UniMorph and in "
+                        "the forms the treebanks attest. Writes a MultiBLiMP data.tsv and prints the pairs per "
+                        "phenomenon. Use held-out files (test, or dev where there is none). Design choices: "
+                        "hyperllama_lib/ud_pairs.py.")
+    bp.add_argument("conllu", nargs="+", metavar="CONLLU", help="CoNLL-U files (plain or .gz) whose sentences become pairs")
+    bp.add_argument("--lang", required=True, help="language: ISO code or name (any code for other treebanks)")
+    bp.add_argument("--out", required=True, metavar="FILE", help="the data.tsv to write")
+    bp.add_argument("--unimorph", metavar="FILE", help="UniMorph table of the language (TSV lemma, form, tags; .gz ok)")
+    bp.add_argument("--lexicon", action="append", default=[], metavar="CONLLU",
+                    help="more CoNLL-U files whose verb forms (not sentences) are used (repeatable)")
+    bp.add_argument("--seed", type=int, default=0, help="seed of the balancing subsample (default 0)")
+    bp.add_argument("--max-share", type=_share, default=0.5, metavar="X",
+                    help="largest share of one feature value within a phenomenon (default 0.5; 1: no balancing)")
+    bp.set_defaults(func=cmd_build_pairs)
     return parser
 
 
@@ -230,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParamError, MissingInputError, ModelFolderError, PairsFormatError, FileExistsError,
-            FileNotFoundError) as e:
+    except (ParamError, MissingInputError, ModelFolderError, PairsFormatError, MergeError, FileExistsError,
+            FileNotFoundError, ConlluError) as e:
         print(f"hyperllama {args.command}: {e}", file=sys.stderr)
         return 2
 

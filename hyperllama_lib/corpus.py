@@ -17,6 +17,7 @@ import os
 import re
 import sysconfig
 import unicodedata
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ _EXCLUDED_CODE_DIRS = {"test", "tests", "idlelib", "site-packages", "__pycache__
 
 class DataError(ValueError):
     """A data file or folder is missing or malformed; the message says which one and what to do."""
+
+    def _render_traceback_(self) -> list[str]:  # one line in notebooks
+        return [f"DataError: {self}"]
 
 
 @dataclass
@@ -72,14 +76,19 @@ def _require_dir(path: Path, what: str) -> Path:
 
 
 def _read_lines(path: Path) -> Iterator[str]:
-    """Yield the lines of a (gzipped) UTF-8 file; invalid UTF-8 raises DataError with file and line."""
+    """Yield the lines of a (gzipped) UTF-8 file. Invalid UTF-8, and a truncated or damaged gzip
+    stream, raise DataError naming the file and line."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{number}: not valid UTF-8 ({e.reason}); re-encode the file as UTF-8") from None
+    number = 0
+    try:
+        with opener(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{number}: not valid UTF-8 ({e.reason}); re-encode the file as UTF-8") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path}:{number + 1}: truncated or damaged gzip file ({e}); copy it again") from None
 
 
 def read_local_corpus(data_dir: str | Path, lang: str) -> list[Document]:
@@ -87,6 +96,7 @@ def read_local_corpus(data_dir: str | Path, lang: str) -> list[Document]:
 
     Lines are normalised with `normalize_text`; empty lines are dropped. `udhr/` is never read.
     Text that is not valid UTF-8 raises DataError naming the file and line (no silent replacement).
+    An empty file adds no documents; a language whose files are all empty raises DataError.
     """
     code = to_code(lang)
     root = _require_dir(Path(data_dir), "data")
@@ -105,6 +115,8 @@ def read_local_corpus(data_dir: str | Path, lang: str) -> list[Document]:
             text = normalize_text(line)
             if text:
                 docs.append(Document(text, code, source))
+    if not docs:
+        raise DataError(f"{lang_dir}: every *.txt.gz file is empty; add the {code} text there")
     return docs
 
 
@@ -147,6 +159,10 @@ def blimp_sentences(data_dir: str | Path) -> set[str]:
     """Dedup keys of `sentence_good` and `sentence_bad` of every BLiMP pair."""
     keys = set()
     for row in blimp_rows(data_dir):
+        if not isinstance(row, dict) or not isinstance(row.get("sentence_good"), str) \
+                or not isinstance(row.get("sentence_bad"), str):
+            raise DataError(f"{Path(data_dir) / 'blimp'}: a row without sentence_good and sentence_bad text: "
+                            f"{str(row)[:80]}")
         keys.add(dedup_key(row["sentence_good"]))
         keys.add(dedup_key(row["sentence_bad"]))
     return keys
@@ -179,6 +195,9 @@ def pair_file_sentences(path: str | Path) -> set[str]:
         raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected MultiBLiMP's data.tsv")
     keys = set()
     for row in reader:
+        if None in row or None in row.values():  # csv fills a short row with None, puts extras under None
+            raise DataError(f"{path}:{reader.line_num}: not {len(reader.fieldnames)} tab-separated columns "
+                            "like the header; the file is truncated or malformed")
         keys.add(dedup_key(row["sen"] or ""))
         keys.add(dedup_key(row["wrong_sen"] or ""))
     keys.discard("")

@@ -53,7 +53,10 @@ def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log
                                        out_dir=cpt_dir(p, setup, lang), steps=steps,
                                        eval_texts=eval_texts(p, lang))
                 s.extra = training.train(model, tok, stage, p, log=log)
-                s.outputs = [final_model(p, setup, lang), cpt_dir(p, setup, lang) / "curve.csv"]
+                checkpoints = cpt_dir(p, setup, lang) / "checkpoints"  # 05_eval scores them: hash them too
+                s.outputs = [final_model(p, setup, lang), cpt_dir(p, setup, lang) / "curve.csv",
+                             *([checkpoints] if checkpoints.is_dir() else [])]
+        training.remove_resume_states(cpt_dir(p, setup, lang))
         entry = artifacts.Manifest(p.run_path).entry(step_name(setup, lang))
         rows.append({"setup": setup, "lang": lang, "steps": entry["steps"], "tokens": entry["tokens"],
                      "flops_total": entry["flops_total"], "seconds": entry["seconds"],

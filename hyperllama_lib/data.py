@@ -4,8 +4,10 @@ replay -> tokenizer -> packed token streams for every training stage.
 Choices where the paper is silent (see README, "Choices we made"):
 - Held-out text: a stable hash split of the deduplicated documents (`heldout_fraction`, capped at
   `heldout_max_docs`); the UDHR of each language is a second, parallel held-out text and is never trained on.
+- MultiBLiMP: agreement pairs are built from each language's held-out UD files (`ud_pairs`) into
+  data/multiblimp/<iso>/data.tsv, with a counts table (counts.csv, counts.md), before anything else.
 - Decontamination: training documents that equal, or contain as a sentence, any sentence of an
-  evaluation set (BLiMP, UDHR, MultiBLiMP-format pair files) are removed.
+  evaluation set (BLiMP, UDHR, the built and any released MultiBLiMP pairs, pair files) are removed.
 - Fractional epochs: whole passes reshuffled each epoch, then the first part of one more shuffle.
 - Code files are cut into pieces of about `code_chunk_chars` at top-level lines (small scales), so
   replay samples many files; the paper scale keeps whole python-edu files.
@@ -21,15 +23,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import artifacts, corpus, evaluation, languages, packing, unimax
+from . import artifacts, corpus, evaluation, languages, packing, ud_pairs, unimax
 from . import tokenizer as tok_lib
-from .params import Params
+from .params import MissingInputError, Params
 
 DATA_KEYS = [
     "seed", "data_source", "max_docs_per_lang", "heldout_fraction", "heldout_max_docs",
     "english_seed_fraction", "code_source", "code_max_bytes", "code_chunk_chars", "char_budget", "max_epochs", "replay_english_fraction",
     "replay_code_fraction", "replay_reference_lang", "eval_pairs_files", "tokenizer", "bpe_vocab_size",
-    "langs", "seq_len", "global_batch_size",
+    "langs", "seq_len", "global_batch_size", "multiblimp_dir",
 ]
 STEP = "data"
 
@@ -50,6 +52,13 @@ class DataPaths:
 
     def udhr(self, lang: str) -> Path:
         return self.root / "udhr" / f"{lang}.txt"
+
+    def multiblimp(self, lang: str) -> Path:  # pairs built from the language's held-out UD files
+        return self.root / "multiblimp" / lang / "data.tsv"
+
+    @property
+    def multiblimp_counts(self) -> Path:  # pairs per language and phenomenon; also as .md beside it
+        return self.root / "multiblimp" / "counts.csv"
 
     @property
     def stats(self) -> Path:
@@ -80,7 +89,7 @@ def data_hash(p: Params) -> str:
     if p.data_source == "hub":
         return artifacts.fingerprint("hub", [languages.LANGUAGES[c].fineweb2_subset for c in p.langs])
     h = hashlib.sha256()
-    for sub in ("text", "udhr", "blimp"):
+    for sub in ("text", "udhr", "blimp", "ud", "unimorph"):
         for f in sorted((p.data_path / sub).rglob("*")):
             if f.is_file():
                 h.update(str(f.relative_to(p.data_path)).encode())
@@ -111,10 +120,19 @@ def has_local_eval_data(p: Params) -> bool:
     return (p.data_path / "blimp").is_dir() and (p.data_path / "udhr").is_dir()
 
 
+def multiblimp_files(p: Params, lang: str) -> list[Path]:
+    """The MultiBLiMP pairs of a language that exist: the ones built by this step and the released
+    `<multiblimp_dir>/<iso>/data.tsv`."""
+    files = [paths(p).multiblimp(lang)]
+    if p.multiblimp_path is not None:
+        files.append(p.multiblimp_path / lang / "data.tsv")
+    return [f for f in files if f.is_file()]
+
+
 def eval_keys(p: Params, lang: str) -> set[str]:
-    """Sentences of the evaluation sets (UDHR, BLiMP for English, pair files) as dedup keys. They come
-    from the local data folder when there is one (hub runs too), else BLiMP from the Hub."""
-    pair_files = [Path(f) for f in p.eval_pairs_files]
+    """Sentences of the evaluation sets (UDHR, BLiMP for English, MultiBLiMP pairs, pair files) as dedup
+    keys. They come from the local data folder when there is one (hub runs too), else BLiMP from the Hub."""
+    pair_files = [Path(f) for f in p.eval_pairs_files] + multiblimp_files(p, lang)
     if has_local_eval_data(p):
         return corpus.evaluation_keys(p.data_path, lang, pair_files=pair_files)
     keys: set[str] = set()
@@ -180,15 +198,49 @@ def prepare(p: Params, log=print) -> pd.DataFrame:
     params = p.subset(DATA_KEYS)
     with artifacts.Step(p.run_path, STEP, {**params, "data_hash": data_hash(p)}, log=log) as step:
         if step.todo:
-            _prepare(p, dp, log)
-            step.outputs = [dp.stats, dp.plan, dp.tokenizer, dp.train("seed"), dp.train("base"),
-                            dp.train("multilingual")] + [dp.train(lang) for lang in p.langs]
+            pair_outputs = _prepare(p, dp, log)
+            step.outputs = pair_outputs + [dp.stats, dp.plan, dp.tokenizer, dp.train("seed"), dp.train("base"),
+                                           dp.train("multilingual")] + [dp.train(lang) for lang in p.langs]
             step.extra = {"data_hash": step.params["data_hash"]}
     return pd.read_csv(dp.stats).convert_dtypes()
 
 
-def _prepare(p: Params, dp: DataPaths, log) -> None:
+def build_multiblimp(p: Params, dp: DataPaths, log=print) -> list[Path]:
+    """MultiBLiMP-style pairs for English and every target language from their held-out UD files
+    (`ud_pairs`), then the counts table; returns the files written. Languages without a treebank in
+    the data folder (or hub runs without one) get no pairs."""
+    rows, written = [], []
+    for lang in [languages.ENGLISH, *p.langs]:
+        files = ud_pairs.heldout_files(p.data_path, lang)
+        target = dp.multiblimp(lang)
+        if not files:
+            target.unlink(missing_ok=True)
+            log(f"  {lang}: no UD treebank in {p.data_path / 'ud'}, no MultiBLiMP pairs built")
+            continue
+        built = ud_pairs.build_pairs(files, lang, ud_pairs.unimorph_file(p.data_path, lang),
+                                     ud_pairs.lexicon_files(p.data_path, lang), seed=p.seed)
+        written.append(ud_pairs.write_data_tsv(built.pairs, target))
+        rows.append({"lang": lang, "treebank_files": " ".join(f.name for f in files),
+                     "sentences": built.sentences, **ud_pairs.counts(built.pairs),
+                     "before_balancing": sum(built.before_balance.values())})
+        log(f"  {lang}: {len(built.pairs)} MultiBLiMP pairs from {built.sentences} held-out UD sentences")
+    columns = ["lang", "treebank_files", "sentences", *ud_pairs.PHENOMENA, "total", "before_balancing"]
+    table = pd.DataFrame(rows, columns=columns)  # written even when empty, so 01_data can always show it
+    artifacts.atomic_write_text(dp.multiblimp_counts, table.to_csv(index=False))
+    artifacts.atomic_write_text(dp.multiblimp_counts.with_suffix(".md"), table.to_markdown(index=False) + "\n")
+    return written + [dp.multiblimp_counts, dp.multiblimp_counts.with_suffix(".md")]
+
+
+def load_multiblimp_counts(p: Params) -> pd.DataFrame:
+    path = paths(p).multiblimp_counts
+    if not path.exists():
+        raise MissingInputError(f"no MultiBLiMP counts in {path}; run notebooks/01_data.ipynb first")
+    return pd.read_csv(path)
+
+
+def _prepare(p: Params, dp: DataPaths, log) -> list[Path]:
     rng = random.Random(p.seed)
+    pair_outputs = build_multiblimp(p, dp, log)  # first: their sentences are removed from training text
     split: dict[str, tuple[list, list, dict]] = {}
     for lang in [languages.ENGLISH, *p.langs]:
         split[lang] = clean_language(p, lang)
@@ -230,6 +282,10 @@ def _prepare(p: Params, dp: DataPaths, log) -> None:
         mixture = rng.sample(target + replay_docs, len(target) + len(replay_docs))
         mixtures[lang] = mixture
         info = packing.write_tokens(dp.train(lang), mixture, vocab)
+        if info["n_tokens"] < p.tokens_per_step:
+            raise corpus.DataError(f"language {lang}: {info['n_tokens']} training tokens, less than one batch of "
+                                   f"{p.tokens_per_step} (global_batch_size x seq_len); add text, raise "
+                                   "char_budget or lower global_batch_size")
         train_tokens = sum(len(x) for x in ids[lang])
         target_tokens = sum(len(x) for x in target)
         replay_tokens = sum(len(x) for x in replay_docs)
@@ -283,6 +339,7 @@ def _prepare(p: Params, dp: DataPaths, log) -> None:
     artifacts.atomic_write_json(dp.plan, plan)
     stats = pd.DataFrame(rows)
     artifacts.atomic_write_text(dp.stats, stats.to_csv(index=False))
+    return pair_outputs
 
 
 def load_plan(p: Params) -> dict:

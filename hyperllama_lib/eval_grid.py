@@ -1,12 +1,15 @@
 """05_eval: every model of the run (English bases, adapted models and every checkpoint saved during
 their training, the multilingual models, merges) on English BLiMP (summed log-probability conditioned
-on BOS) and held-out bits per byte (the run's held-out split and the parallel UDHR text).
+on BOS), MultiBLiMP agreement pairs per language (same scoring) and held-out bits per byte (the run's
+held-out split and the parallel UDHR text).
 
 Results are tidy rows (model, kind, setup, trained_on, step, tokens, flops_*, final, benchmark, lang,
-metric, value). step/tokens/flops count the adaptation stage: 0 for the English bases and for merges
-(they add no training). Final models get every language; checkpoints get the language(s) they are
-trained on and English, which is what the learning curves need. Each (model, step) is its own step of
-the manifest, so re-running evaluates only what is missing or changed.
+metric, value, source). step/tokens/flops count the adaptation stage: 0 for the English bases and for
+merges (they add no training). Final models get every language; checkpoints get the language(s) they
+are trained on and English (MultiBLiMP: only their own languages), which is what the learning curves
+need. MultiBLiMP rows have benchmark "multiblimp", metrics "accuracy" and "accuracy:<phenomenon>", and
+source "released" (multiblimp_dir or the Hub) or "built" (01_data's pairs from UD). Each (model, step)
+is its own step of the manifest, so re-running evaluates only what is missing or changed.
 """
 from __future__ import annotations
 
@@ -22,10 +25,11 @@ from . import tokenizer as tok_lib
 from .params import MissingInputError, Params
 
 EVAL_KEYS = ["blimp_pairs_per_paradigm", "eval_max_bytes", "seed"]
+# source: where MultiBLiMP pairs came from ("released": files or the Hub; "built": 01_data, from UD); else empty
 RESULT_COLUMNS = ["model", "kind", "setup", "trained_on", "step", "tokens", "flops_total",
-                  "flops_non_embedding", "final", "benchmark", "lang", "metric", "value"]
+                  "flops_non_embedding", "final", "benchmark", "lang", "metric", "value", "source"]
 BLIMP_METRICS = ("accuracy", "accuracy_token_mean", "accuracy_byte_norm")
-RESULTS_SCHEMA = 3  # bump when rows change shape, so older result files are recomputed, not mixed in
+RESULTS_SCHEMA = 4  # bump when rows change shape, so older result files are recomputed, not mixed in
 
 
 @dataclass
@@ -82,9 +86,14 @@ def models(p: Params, checkpoints: bool = True) -> list[ModelEntry]:
                                info["flops_non_embedding"], langs=all_langs)
             out += (_checkpoints(p, entry, info) if checkpoints else []) + [entry]
         for method in p.merge_methods:
-            out.append(ModelEntry(f"merged-{setup}-{method}", "merged", setup, method,
-                                  merge_grid.merged_model(p, setup, method), merge_grid.step_name(setup, method),
-                                  langs=all_langs))
+            for langs in merge_grid.subsets(p):
+                full = merge_grid.is_full(p, langs)
+                name = f"merged-{setup}-{method}" + ("" if full else f"-{merge_grid.subset_label(langs)}")
+                # kind "merged": the merge of all languages; "merged_subset": the paper's smaller subsets
+                out.append(ModelEntry(name, "merged" if full else "merged_subset", setup, method,
+                                      merge_grid.merged_model(p, setup, method, langs),
+                                      merge_grid.step_name(setup, method, langs, full),
+                                      langs=[languages.ENGLISH, *langs]))
     return [m for m in out if manifest.entry(m.producer) is not None]
 
 
@@ -92,7 +101,28 @@ def results_path(p: Params) -> Path:
     return p.run_path / "results" / "results.csv"
 
 
-def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok) -> pd.DataFrame:
+def multiblimp_rows(model, tok, entry: ModelEntry, multiblimp: dict, common: dict, p: Params,
+                    device) -> list[dict]:
+    """MultiBLiMP accuracy per language of the entry (checkpoints: only the languages they are trained
+    on), overall and per phenomenon (metric "accuracy:<phenomenon>"), scored in one call."""
+    langs = [lang for lang in entry.langs if lang in multiblimp and (entry.final or lang != languages.ENGLISH)]
+    if not langs:
+        return []
+    pairs = pd.concat([multiblimp[lang][0].assign(lang=lang) for lang in langs], ignore_index=True)
+    scored, _ = evaluation.score_pairs(model, tok, pairs, batch_size=p.eval_batch_size, device=device,
+                                       progress=False)
+    rows = []
+    for lang, group in scored.groupby("lang", sort=False):
+        base = {**common, "benchmark": "multiblimp", "lang": lang, "source": multiblimp[lang][1]}
+        rows.append({**base, "metric": "accuracy", "value": float(group["correct"].mean())})
+        rows += [{**base, "metric": f"accuracy:{phenomenon}", "value": float(g["correct"].mean())}
+                 for phenomenon, g in group.groupby("paradigm", sort=True)]
+    return rows
+
+
+def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok,
+                   multiblimp: dict | None = None) -> pd.DataFrame:
+    """BLiMP, MultiBLiMP (multiblimp: lang -> (pairs, source)) and bits per byte rows of one model."""
     device = training.resolve_device(p)
     model = modeling.load_model(entry.path).to(device).eval()
     common = {"model": entry.model, "kind": entry.kind, "setup": entry.setup, "trained_on": entry.trained_on,
@@ -105,6 +135,7 @@ def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok) -> pd
                                             progress=False)
         rows += [{**common, "benchmark": "blimp", "lang": languages.ENGLISH, "metric": metric,
                   "value": summary[metric]} for metric in BLIMP_METRICS if metric in summary]
+        rows += multiblimp_rows(model, tok, entry, multiblimp or {}, common, p, device)
         benches = [("heldout", dp.heldout)] + ([("udhr", dp.udhr)] if entry.final else [])
         for lang in entry.langs:
             for bench, path_of in benches:
@@ -129,6 +160,31 @@ def blimp_pairs(p: Params) -> pd.DataFrame:
     return evaluation.load_blimp_hub(max_pairs_per_paradigm=p.blimp_pairs_per_paradigm, seed=p.seed)
 
 
+def multiblimp_pairs(p: Params, log=print) -> dict[str, tuple[pd.DataFrame, str]]:
+    """lang -> (pairs, source) for English and the target languages: the released files in
+    multiblimp_dir, else (hub runs without multiblimp_dir) the Hub's, else the pairs 01_data built
+    ("built"). Subsampled to multiblimp_pairs_per_phenomenon per language and phenomenon."""
+    out = {}
+    for lang in [languages.ENGLISH, *p.langs]:
+        kwargs = {"max_pairs_per_paradigm": p.multiblimp_pairs_per_phenomenon, "seed": p.seed}
+        released = p.multiblimp_path / lang / "data.tsv" if p.multiblimp_path else None
+        if released is not None and released.is_file():
+            out[lang] = (evaluation.load_multiblimp_local(released, lang=lang, **kwargs), "released")
+        elif released is None and p.data_source == "hub":
+            try:
+                out[lang] = (evaluation.load_multiblimp_hub(lang, **kwargs), "released")
+            except Exception as e:  # offline, or no such language on the Hub: fall back to the built pairs
+                log(f"MultiBLiMP {lang}: not from the Hub ({type(e).__name__}), using the built pairs")
+        built = data.paths(p).multiblimp(lang)
+        if lang not in out and built.is_file():
+            out[lang] = (evaluation.load_multiblimp_local(built, lang=lang, **kwargs), "built")
+        if lang in out and out[lang][0].empty:
+            del out[lang]
+    log("MultiBLiMP: " + (", ".join(f"{lang} {len(df)} pairs ({source})" for lang, (df, source) in out.items())
+                          or "no pairs"))
+    return out
+
+
 def run(p: Params, log=print) -> pd.DataFrame:
     upscale.require_step(p, data.STEP, "01_data")
     entries = models(p, checkpoints=p.eval_checkpoints)
@@ -136,17 +192,22 @@ def run(p: Params, log=print) -> pd.DataFrame:
         raise MissingInputError(f"no models in {p.run_path}; run notebooks/02_upscale.ipynb and 03_cpt.ipynb first")
     tok = tok_lib.load_tokenizer(data.paths(p).tokenizer)
     pairs = blimp_pairs(p)
+    multiblimp = multiblimp_pairs(p, log)
+    # the pairs themselves (source and sentences) decide whether a model's MultiBLiMP rows are current
+    multiblimp_id = artifacts.fingerprint({lang: [source, *df["good"], *df["bad"]]
+                                           for lang, (df, source) in multiblimp.items()})
     manifest = artifacts.Manifest(p.run_path)
     out_dir = p.run_path / "results" / "models"
     todo = []
     for entry in entries:
-        step = artifacts.Step(p.run_path, f"eval/{entry.key}", {**p.subset(EVAL_KEYS), "schema": RESULTS_SCHEMA},
+        step = artifacts.Step(p.run_path, f"eval/{entry.key}", {**p.subset(EVAL_KEYS), "schema": RESULTS_SCHEMA,
+                                                                "multiblimp": multiblimp_id},
                               [manifest.entry(entry.producer)["fingerprint"]], log=lambda m: None)
         (todo if step.todo else []).append((entry, step))
     log(f"{len(entries)} models and checkpoints, {len(entries) - len(todo)} already evaluated")
     for entry, step in tqdm(todo, desc="evaluating", unit="model", mininterval=2.0):
         with step:
-            rows = evaluate_model(p, entry, pairs, tok)
+            rows = evaluate_model(p, entry, pairs, tok, multiblimp)
             target = out_dir / f"{entry.key}.csv"
             artifacts.atomic_write_text(target, rows.to_csv(index=False))
             step.outputs = [target]

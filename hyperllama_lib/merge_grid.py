@@ -1,52 +1,112 @@
-"""04_merge: merge the five language models of each setup with each method; task vectors are taken
-against that setup's English base (paper settings: weight 1.0 per model, density 0.5, normalize true)."""
+"""04_merge: merge the language models of each setup with each method, over the five-language set
+(default) or every subset of at least two languages (`merge_subsets: all`, the paper's 26).
+
+Paper settings: weight 1.0 per model, density 0.5, normalize true; task vectors are taken against
+that setup's English base. Methods that weight parameters by importance (fisher, fisher_ties) use
+each model's diagonal Fisher, estimated once per model on its own CPT stream (`fisher_path`).
+"""
 from __future__ import annotations
 
+from itertools import combinations
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from . import artifacts, cpt, merging, upscale
+from . import artifacts, cpt, data, fisher, merging, modeling, upscale
+from .packing import PackedTokens
 from .params import MissingInputError, Params
 
-MERGE_KEYS = ["merge_density", "merge_weight", "merge_normalize", "merge_dtype", "seed"]
+MERGE_KEYS = ["merge_density", "merge_weight", "merge_normalize", "merge_dtype", "seed", "fisher_floor"]
+FISHER_KEYS = ["fisher_tokens", "fisher_normalize", "seq_len"]
 
 
-def merged_model(p: Params, setup: str, method: str) -> Path:
-    return p.run_path / "models" / "merged" / setup / method
+def subsets(p: Params) -> list[tuple[str, ...]]:
+    """The language sets to merge: all of p.langs, or every subset of >= 2 of them, largest first."""
+    langs = tuple(p.langs)
+    if p.merge_subsets == "full" or len(langs) < 2:
+        return [langs]
+    return [c for size in range(len(langs), 1, -1) for c in combinations(langs, size)]
 
 
-def step_name(setup: str, method: str) -> str:
-    return f"merge/{setup}/{method}"
+def subset_label(langs: tuple[str, ...]) -> str:
+    return "+".join(langs)
 
 
-def _inputs(p: Params, setup: str) -> tuple[list[Path], list[str]]:
+def is_full(p: Params, langs: tuple[str, ...]) -> bool:
+    return tuple(langs) == tuple(p.langs)
+
+
+def merged_model(p: Params, setup: str, method: str, langs: tuple[str, ...] | None = None) -> Path:
+    root = p.run_path / "models" / "merged" / setup
+    if langs is None or is_full(p, langs):
+        return root / method
+    return root / "subsets" / subset_label(langs) / method
+
+
+def step_name(setup: str, method: str, langs: tuple[str, ...] | None = None,
+              full: bool = True) -> str:
+    return f"merge/{setup}/{method}" if full or langs is None else f"merge/{setup}/{method}/{subset_label(langs)}"
+
+
+def fisher_path(p: Params, setup: str, lang: str) -> Path:
+    return p.run_path / "fisher" / setup / f"{lang}.safetensors"
+
+
+def _inputs(p: Params, setup: str) -> dict[str, tuple[Path, str]]:
+    """lang -> (final CPT model, its step fingerprint)."""
     manifest = artifacts.Manifest(p.run_path)
-    models, fps = [], []
+    out = {}
     for lang in p.langs:
         entry = manifest.entry(cpt.step_name(setup, lang))
         if entry is None:
             raise MissingInputError(f"no {setup} model for {lang} in {p.run_path}; run "
                                     f"`papermill notebooks/03_cpt.ipynb out.ipynb -p lang {lang} -p scale {p.scale}` first")
-        models.append(cpt.final_model(p, setup, lang))
-        fps.append(entry["fingerprint"])
-    return models, fps
+        out[lang] = (cpt.final_model(p, setup, lang), entry["fingerprint"])
+    return out
+
+
+def estimate_fisher(p: Params, setup: str, lang: str, model_dir: Path, model_fp: str, log=print) -> str:
+    """The diagonal Fisher of one CPT model on its own training stream (a step; returns its fingerprint)."""
+    params = {**p.subset(FISHER_KEYS), "setup": setup, "lang": lang}
+    out = fisher_path(p, setup, lang)
+    with artifacts.Step(p.run_path, f"fisher/{setup}/{lang}", params, [model_fp], log=log) as s:
+        if s.todo:
+            model = modeling.load_model(model_dir)
+            examples = fisher.windows(PackedTokens(data.paths(p).train(lang)), p.seq_len, p.fisher_tokens)
+            with torch.enable_grad():
+                values = fisher.diagonal_fisher(model, examples)
+            if p.fisher_normalize:
+                values = fisher.normalize(values)
+            fisher.save_fisher(values, out, sorted(merging.tensor_files(model_dir)))
+            s.outputs = [out]
+    return artifacts.Manifest(p.run_path).entry(f"fisher/{setup}/{lang}")["fingerprint"]
 
 
 def run(p: Params, log=print) -> pd.DataFrame:
     rows = []
     for setup in p.setups:
-        models, fps = _inputs(p, setup)
+        inputs = _inputs(p, setup)
         base = upscale.base_model(p, setup)
+        fisher_fps: dict[str, str] = {}
         for method in p.merge_methods:
-            params = {**p.subset(MERGE_KEYS), "method": method, "langs": list(p.langs)}
-            out = merged_model(p, setup, method)
-            with artifacts.Step(p.run_path, step_name(setup, method), params, fps, log=log) as s:
-                if s.todo:
-                    merging.merge_models(method, models, out, base_dir=base,
-                                         weights=[p.merge_weight] * len(models), density=p.merge_density,
-                                         normalize=p.merge_normalize, seed=p.seed, dtype=p.merge_dtype,
-                                         overwrite=True)
-                    s.outputs = [out]
-            rows.append({"setup": setup, "method": method, "models": len(models), "path": str(out)})
+            needs_fisher = merging.get_method(method).needs_importance
+            if needs_fisher and not fisher_fps:
+                fisher_fps = {lang: estimate_fisher(p, setup, lang, *inputs[lang], log=log) for lang in p.langs}
+            for langs in subsets(p):
+                full = is_full(p, langs)
+                models = [inputs[lang][0] for lang in langs]
+                fps = [inputs[lang][1] for lang in langs] + ([fisher_fps[lang] for lang in langs] if needs_fisher else [])
+                params = {**p.subset(MERGE_KEYS), "method": method, "langs": list(langs)}
+                out = merged_model(p, setup, method, langs)
+                with artifacts.Step(p.run_path, step_name(setup, method, langs, full), params, fps, log=log) as s:
+                    if s.todo:
+                        merging.merge_models(
+                            method, models, out, base_dir=base, weights=[p.merge_weight] * len(models),
+                            importances=[fisher_path(p, setup, lang) for lang in langs] if needs_fisher else None,
+                            density=p.merge_density, normalize=p.merge_normalize, seed=p.seed,
+                            fisher_floor=p.fisher_floor, dtype=p.merge_dtype, overwrite=True)
+                        s.outputs = [out]
+                rows.append({"setup": setup, "method": method, "langs": subset_label(langs),
+                             "models": len(models), "path": str(out)})
     return pd.DataFrame(rows)

@@ -1,43 +1,63 @@
-"""Model merging with mergekit semantics: linear, task arithmetic and TIES.
+"""Model merging with mergekit 0.1.5 semantics, streamed tensor by tensor from safetensors.
 
-Methods live in the registry `METHODS`; each declares whether it needs a base model and which
-parameters it takes, so later methods (multislerp, dare_ties, ...) only add an entry.
+The methods are in `hyperllama_lib/merge_methods/` (one module each; `METHODS` is the registry):
+linear, task_arithmetic, ties, dare_ties, dare_linear and multislerp. Each declares its base policy
+(required, optional or ignored), its parameters with defaults (the paper's: density 0.5, normalize
+true; weight 1.0 per model) and whether it needs per-model importance tensors (`needs_importance`:
+`merge_models(..., importances=[one safetensors file per model])` then streams the same-named
+importance tensor with each model tensor and calls fn(..., importances=[float32 tensors])).
 
-The math is per tensor (`merge_tensors`), done in float32 and cast to the output dtype at the end
-(mergekit computes in its `dtype`; the paper used fp16, so results can differ by fp16 rounding).
-`merge_models` streams one tensor name at a time across all models from their safetensors files.
+The math is per tensor (`merge_tensors`) in float32, cast to the output dtype at the end (mergekit
+computes in its `dtype`; `mergekit_config.yml` sets dtype float32 and out_dtype to ours, so it
+reproduces our merge). `merge_models` merges one tensor name at a time, reading each model's copy
+only when the method asks for it (plus the base and the importance files), and writes each merged
+tensor to the output file as soon as it is computed: memory holds a few tensors of one name, never
+a whole model (TIES on five 180M models: 3.3 GB peak RSS against mergekit's 7.0 GB, at 0.13-0.18x
+its wall time; benchmarks/RESULTS.md).
 
-TIES details, as mergekit implements them (`sparsify.magnitude` + `get_mask(method="sum")`):
-- Top-k: k = int(density * numel) (floor), per model and per tensor, on |delta|. Ties at the k-th
-  magnitude are broken by flat (row-major) index, lower index kept first, so results are
-  deterministic (mergekit's argsort leaves tie order unspecified). density >= 1 keeps everything;
-  k == 0 keeps nothing, so that tensor stays at the base (mergekit asserts k > 0 instead).
-- Elected sign per entry: +1 when the sum of weighted deltas is >= 0, else -1 (a zero sum elects +).
-- An entry is kept when sign(weighted delta) equals the elected sign; sign(0) = 0 never matches, so
-  zero (or pruned) entries add neither to the sum nor to the divisor.
-- normalize: divide by the sum of the weights of the kept entries; a zero divisor becomes 1.
+Differences from mergekit 0.1.5, all deliberate:
+- TIES keeps the top k = max(1, int(density * numel)) entries as mergekit does, but breaks ties at
+  the k-th magnitude by flat index (mergekit's argsort leaves that order to the sort
+  implementation). On large tensors a few entries tied at the threshold can therefore differ.
+- DARE (dare_ties, dare_linear) keeps each entry with probability density and, with rescale (on by
+  default, as in mergekit), scales the kept entries so the task vector keeps its L1 norm, as
+  mergekit 0.1.5 does (older mergekit and the DARE paper divide by density; the factors agree in
+  expectation). The random masks come from a generator seeded by `tensor_seed(seed, name)`, so they
+  are reproducible and independent of tensor order, but not mergekit's random stream.
+- density must lie in [0, 1]. density 0 drops every task vector (the merge is the base), as in
+  mergekit; density 1 keeps everything. mergekit also takes density > 1 (same as 1); we refuse it.
+- linear refuses weights that sum to 0 with normalize (mergekit divides by zero), and ignores the
+  base model (mergekit would add a base_model given for linear to the inputs; our mergekit config
+  leaves it out).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
+import struct
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
+import yaml
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from .merge_methods import METHODS, MergeMethod
+from .merge_methods._base import magnitude_prune, random_prune  # noqa: F401  (re-exported)
+
 Tensor = torch.Tensor
-MergeFn = Callable[..., Tensor]  # fn(tensors, base, weights, **params) -> merged tensor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                 "U8": torch.uint8, "BOOL": torch.bool}
 # Config fields that must agree for tensors to be merged meaningfully.
 ARCH_KEYS = (
     "model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -48,97 +68,53 @@ TOKENIZER_CONTENT_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "m
 TOKENIZER_FILES = TOKENIZER_CONTENT_FILES + (
     "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
 )
+# mergekit reads these per model (under each model's `parameters`); the rest are shared.
+_MERGEKIT_PER_MODEL = ("weight", "density")
+_NOT_IN_MERGEKIT = ("seed",)  # mergekit seeds its global RNG instead (mergekit-yaml --random-seed)
 
 
-@dataclass(frozen=True)
-class MergeMethod:
-    name: str
-    fn: MergeFn
-    needs_base: bool
-    parameters: dict[str, Any] = field(default_factory=dict)  # name -> default
-
-
-# ---------------------------------------------------------------- per-tensor math
-
-def _stack_weights(tensors: Sequence[Tensor], weights: Tensor) -> tuple[Tensor, Tensor]:
-    stacked = torch.stack([t.to(torch.float32) for t in tensors])
-    w = weights.to(torch.float32).reshape(-1, *([1] * (stacked.dim() - 1)))
-    return stacked, w
-
-
-def linear(tensors: Sequence[Tensor], base: Tensor | None, weights: Tensor,
-           normalize: bool = True) -> Tensor:
-    """sum_i w_i theta_i (/ sum_i w_i). A base model, if given, is not part of the average."""
-    stacked, w = _stack_weights(tensors, weights)
-    merged = (w * stacked).sum(0)
-    if normalize:
-        total = float(weights.sum())
-        if abs(total) < 1e-8:
-            raise ValueError("linear merge with normalize=True needs weights that do not sum to 0")
-        merged = merged / total
-    return merged
-
-
-def task_arithmetic(tensors: Sequence[Tensor], base: Tensor, weights: Tensor,
-                    normalize: bool = True) -> Tensor:
-    """base + sum_i w_i (theta_i - base) (/ sum_i w_i, a zero sum counting as 1, as mergekit)."""
-    base32 = base.to(torch.float32)
-    stacked, w = _stack_weights(tensors, weights)
-    merged = (w * (stacked - base32)).sum(0)
-    total = float(weights.sum())
-    if normalize and abs(total) >= 1e-8:
-        merged = merged / total
-    return base32 + merged
-
-
-def magnitude_prune(delta: Tensor, density: float) -> Tensor:
-    """Keep the int(density * numel) largest |delta| entries, zero the rest (ties: lower index)."""
-    n = delta.numel()
-    k = int(density * n)
-    if k >= n:
-        return delta
-    if k <= 0:
-        return torch.zeros_like(delta)
-    flat = delta.abs().reshape(-1)
-    threshold = torch.kthvalue(flat, n - k + 1).values  # the k-th largest magnitude
-    keep = flat > threshold
-    n_missing = k - int(keep.sum())
-    tied = torch.nonzero(flat == threshold).squeeze(1)[:n_missing]
-    keep[tied] = True
-    return delta * keep.reshape(delta.shape)
-
-
-def ties(tensors: Sequence[Tensor], base: Tensor, weights: Tensor,
-         density: float = 0.5, normalize: bool = True) -> Tensor:
-    """TIES-merging (Yadav et al. 2023), mergekit's `ties` (see the module docstring)."""
-    base32 = base.to(torch.float32)
-    stacked, w = _stack_weights(tensors, weights)
-    deltas = torch.stack([magnitude_prune(d, density) for d in stacked - base32])
-    weighted = deltas * w
-    elected = torch.where(weighted.sum(0) >= 0, 1.0, -1.0)
-    mask = weighted.sign() == elected
-    merged = (weighted * mask).sum(0)
-    if normalize:
-        divisor = (w * mask).sum(0)
-        merged = merged / torch.where(divisor == 0, torch.ones_like(divisor), divisor)
-    return base32 + merged
-
-
-METHODS: dict[str, MergeMethod] = {
-    m.name: m
-    for m in [
-        MergeMethod("linear", linear, needs_base=False, parameters={"normalize": True}),
-        MergeMethod("task_arithmetic", task_arithmetic, needs_base=True,
-                    parameters={"normalize": True}),
-        MergeMethod("ties", ties, needs_base=True, parameters={"density": 0.5, "normalize": True}),
-    ]
-}
+class MergeError(ValueError):
+    """Models or settings that cannot be merged; the message is one line."""
 
 
 def get_method(name: str) -> MergeMethod:
     if name not in METHODS:
-        raise ValueError(f"unknown merge method {name!r}; valid choices: {', '.join(METHODS)}")
+        raise MergeError(f"unknown merge method {name!r}; valid choices: {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def resolve_params(method: str | MergeMethod, params: dict[str, Any]) -> dict[str, Any]:
+    """The method's parameters: its defaults updated with `params`, type- and range-checked.
+
+    Parameters that only other methods take are ignored (one call can serve every method, as in
+    merge_grid); a name no method takes is an error.
+    """
+    m = get_method(method) if isinstance(method, str) else method
+    known = {k for other in METHODS.values() for k in other.parameters} | set(m.parameters)
+    for key in params:
+        if key not in known:
+            raise MergeError(f"unknown merge parameter {key!r}; {m.name} takes: "
+                             f"{', '.join(m.parameters) or 'none'}")
+    out = {}
+    for key, default in m.parameters.items():
+        value = params.get(key, default)
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) and isinstance(default, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float))
+            value = float(value) if ok else value
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise MergeError(f"merge parameter {key} of {m.name} must be a "
+                             f"{type(default).__name__}, got {value!r}")
+        out[key] = value
+    if "density" in out and not 0 <= out["density"] <= 1:
+        raise MergeError(f"density must be in [0, 1] (0 keeps no task-vector entry, 1 keeps all), "
+                         f"got {out['density']}")
+    if "eps" in out and not out["eps"] > 0:
+        raise MergeError(f"eps must be > 0, got {out['eps']}")
+    return out
 
 
 def tensor_seed(seed: int, name: str) -> int:
@@ -146,32 +122,46 @@ def tensor_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") >> 1
 
 
+def _weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    if weights is None:
+        return [1.0] * n
+    if len(weights) != n:
+        raise MergeError(f"got {len(weights)} weights for {n} models")
+    return [float(w) for w in weights]
+
+
+def _call(m: MergeMethod, tensors: Sequence[Tensor], base: Tensor | None, weights: list[float],
+          name: str, params: dict[str, Any], importances: Sequence[Tensor] | None) -> Tensor:
+    if "seed" in params:
+        params = {**params, "seed": tensor_seed(params["seed"], name)}
+    if m.needs_importance:
+        params = {**params, "importances": [i.to(torch.float32) for i in importances]}
+    w = torch.tensor(weights, dtype=torch.float32)
+    return m.fn(tensors, base if m.base != "ignored" else None, w, **params)
+
+
 def merge_tensors(method: str, tensors: Sequence[Tensor], base: Tensor | None = None,
-                  weights: Sequence[float] | None = None, name: str = "", density: float = 0.5,
-                  normalize: bool = True, seed: int = 0) -> Tensor:
-    """Merge one tensor across models; returns float32. Only the method's parameters are used."""
+                  weights: Sequence[float] | None = None, *, name: str = "",
+                  importances: Sequence[Tensor] | None = None, **params: Any) -> Tensor:
+    """Merge one tensor across models (float32 result). `name` seeds DARE's random drop."""
     m = get_method(method)
     if not tensors:
-        raise ValueError("nothing to merge: no tensors given")
+        raise MergeError("nothing to merge: no tensors given")
     if m.needs_base and base is None:
-        raise ValueError(f"merge method {method!r} needs a base model")
-    w = torch.tensor([1.0] * len(tensors) if weights is None else list(weights), dtype=torch.float32)
-    if len(w) != len(tensors):
-        raise ValueError(f"got {len(w)} weights for {len(tensors)} models")
-    available = {"density": density, "normalize": normalize, "seed": tensor_seed(seed, name)}
-    params = {k: available[k] for k in m.parameters}
-    return m.fn(list(tensors), base, w, **params)
+        raise MergeError(f"merge method {method!r} needs a base model")
+    if m.needs_importance and (importances is None or len(importances) != len(tensors)):
+        raise MergeError(f"merge method {method!r} needs one importance tensor per model")
+    return _call(m, list(tensors), base, _weights(weights, len(tensors)), name,
+                 resolve_params(m, params), importances)
 
 
 def merge_state_dicts(method: str, tensors_by_model: Sequence[dict[str, Tensor]],
                       base: dict[str, Tensor] | None = None, weights: Sequence[float] | None = None,
-                      density: float = 0.5, normalize: bool = True, seed: int = 0
-                      ) -> dict[str, Tensor]:
+                      **params: Any) -> dict[str, Tensor]:
     """Merge in-memory state dicts with identical keys (float32 results)."""
     return {
         name: merge_tensors(method, [sd[name] for sd in tensors_by_model],
-                            None if base is None else base[name], weights, name=name,
-                            density=density, normalize=normalize, seed=seed)
+                            None if base is None else base[name], weights, name=name, **params)
         for name in tensors_by_model[0]
     }
 
@@ -179,10 +169,15 @@ def merge_state_dicts(method: str, tensors_by_model: Sequence[dict[str, Tensor]]
 # ---------------------------------------------------------------- checkpoints on disk
 
 def _read_config(model_dir: Path) -> dict:
+    if not model_dir.is_dir():
+        raise MergeError(f"{model_dir}: model folder does not exist")
     path = model_dir / "config.json"
     if not path.is_file():
-        raise ValueError(f"{model_dir}: no config.json (not a save_pretrained folder)")
-    return json.loads(path.read_text())
+        raise MergeError(f"{model_dir}: no config.json (not a save_pretrained folder)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise MergeError(f"{path} is not valid JSON ({e})") from None
 
 
 def tensor_files(model_dir: Path) -> dict[str, Path]:
@@ -193,22 +188,40 @@ def tensor_files(model_dir: Path) -> dict[str, Path]:
         return {name: model_dir / fname for name, fname in weight_map.items()}
     single = model_dir / "model.safetensors"
     if not single.is_file():
-        raise ValueError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
-    with safe_open(single, framework="pt") as f:
-        return {name: single for name in f.keys()}
+        raise MergeError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
+    return _single_file(single)
 
 
-def tensor_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    """Read names and shapes from the safetensors headers without loading the tensors."""
+def _single_file(path: Path) -> dict[str, Path]:
+    with safe_open(path, framework="pt") as f:
+        return {name: path for name in f.keys()}
+
+
+def _shapes(files: dict[str, Path]) -> dict[str, tuple[int, ...]]:
     shapes = {}
     by_file: dict[Path, list[str]] = {}
-    for name, path in tensor_files(model_dir).items():
+    for name, path in files.items():
         by_file.setdefault(path, []).append(name)
     for path, names in by_file.items():
         with safe_open(path, framework="pt") as f:
             for name in names:
                 shapes[name] = tuple(f.get_slice(name).get_shape())
     return shapes
+
+
+def tensor_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Read names and shapes from the safetensors headers without loading the tensors."""
+    return _shapes(tensor_files(model_dir))
+
+
+def importance_files(path: str | Path) -> dict[str, Path]:
+    """Tensor name -> file for an importance checkpoint: a .safetensors file or a model-like folder."""
+    path = Path(path)
+    if path.is_dir():
+        return tensor_files(path)
+    if not path.is_file():
+        raise MergeError(f"{path}: importance file does not exist")
+    return _single_file(path)
 
 
 def tokenizer_hash(model_dir: Path) -> str | None:
@@ -222,83 +235,197 @@ def tokenizer_hash(model_dir: Path) -> str | None:
     return digest.hexdigest() if found else None
 
 
+def _compare_shapes(ref: Path, ref_shapes: dict, other: Path, shapes: dict) -> None:
+    if set(shapes) != set(ref_shapes):
+        diff = sorted(set(shapes) ^ set(ref_shapes))
+        raise MergeError(f"tensor names differ between {ref} and {other}: "
+                         f"{len(diff)} not in both, e.g. {diff[0]}")
+    for name, shape in ref_shapes.items():
+        if shapes[name] != shape:
+            raise MergeError(f"shape mismatch for {name}: {ref} has {list(shape)} "
+                             f"but {other} has {list(shapes[name])}")
+
+
 def check_compatible(model_dirs: Sequence[Path]) -> None:
-    """Raise a one-line ValueError naming the first pair of folders that cannot be merged."""
-    ref = model_dirs[0]
+    """Raise a one-line MergeError naming the first pair of folders that cannot be merged."""
+    ref = Path(model_dirs[0])
     ref_config, ref_shapes, ref_tok = _read_config(ref), tensor_shapes(ref), tokenizer_hash(ref)
-    for other in model_dirs[1:]:
+    for other in map(Path, model_dirs[1:]):
         config = _read_config(other)
         for key in ARCH_KEYS:
             if ref_config.get(key) != config.get(key):
-                raise ValueError(f"architecture mismatch: {ref} has {key}={ref_config.get(key)!r} "
+                what = "vocabulary" if key == "vocab_size" else "architecture"
+                raise MergeError(f"{what} mismatch: {ref} has {key}={ref_config.get(key)!r} "
                                  f"but {other} has {key}={config.get(key)!r}")
-        shapes = tensor_shapes(other)
-        if set(shapes) != set(ref_shapes):
-            diff = sorted(set(shapes) ^ set(ref_shapes))
-            raise ValueError(f"tensor names differ between {ref} and {other}: "
-                             f"{len(diff)} not in both, e.g. {diff[0]}")
-        for name, shape in ref_shapes.items():
-            if shapes[name] != shape:
-                raise ValueError(f"shape mismatch for {name}: {ref} has {list(shape)} "
-                                 f"but {other} has {list(shapes[name])}")
+        _compare_shapes(ref, ref_shapes, other, tensor_shapes(other))
         if tokenizer_hash(other) != ref_tok:
-            raise ValueError(f"tokenizer mismatch: {ref} and {other} have different tokenizer files")
+            raise MergeError(f"tokenizer mismatch: {ref} and {other} have different tokenizer files")
 
 
-def _write_output(tmp: Path, merged: dict[str, Tensor], source: Path, dtype: str,
-                  manifest: dict) -> None:
-    save_file(merged, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    config = _read_config(source)
-    for key in ("dtype", "torch_dtype"):
-        if key in config:
-            config[key] = dtype
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    for fname in TOKENIZER_FILES + ("generation_config.json",):
-        if (source / fname).is_file():
-            shutil.copy2(source / fname, tmp / fname)
-    (tmp / "merge.json").write_text(json.dumps(manifest, indent=2) + "\n")
+# ---------------------------------------------------------------- mergekit config
+
+def mergekit_yaml(method: str, model_dirs: Sequence[str | Path], base_dir: str | Path | None = None,
+                  weights: Sequence[float] | None = None, dtype: str = "float32",
+                  **params: Any) -> str:
+    """The mergekit (0.1.5) config for the same merge: `mergekit-yaml THIS_FILE OUT_DIR`.
+
+    Computation is float32 (our merge's) and out_dtype is `dtype`. The seed is not a mergekit
+    parameter: DARE masks of a mergekit run follow its own RNG (`--random-seed`).
+    """
+    m = get_method(method)
+    if m.mergekit_name is None:
+        raise MergeError(f"merge method {method!r} has no mergekit equivalent")
+    if dtype not in DTYPES:
+        raise MergeError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
+    resolved = resolve_params(m, params)
+    per_model = {k: v for k, v in resolved.items() if k in _MERGEKIT_PER_MODEL}
+    shared = {k: v for k, v in resolved.items()
+              if k not in _MERGEKIT_PER_MODEL and k not in _NOT_IN_MERGEKIT}
+    config: dict[str, Any] = {"merge_method": m.mergekit_name}
+    if base_dir is not None and m.base != "ignored":
+        config["base_model"] = str(Path(base_dir).resolve())
+    config["models"] = [{"model": str(Path(d).resolve()), "parameters": {"weight": w, **per_model}}
+                        for d, w in zip(model_dirs, _weights(weights, len(model_dirs)))]
+    if shared:
+        config["parameters"] = shared
+    config["dtype"] = "float32"
+    config["out_dtype"] = dtype
+    notes = [f"# mergekit 0.1.5 config of hyperllama's {method} merge: mergekit-yaml THIS_FILE OUT_DIR"]
+    if "seed" in resolved:
+        notes.append(f"# random drop: ours is seeded per tensor name from seed {resolved['seed']}; "
+                     "mergekit draws its own masks (--random-seed)")
+    return "\n".join(notes) + "\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+# ---------------------------------------------------------------- merging folders
+
+def _write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype,
+                       tensors: Iterator[tuple[str, Tensor]]) -> None:
+    """Write a safetensors file whose header is known up front, one tensor at a time.
+
+    `tensors` must yield exactly the names of `shapes`, in order, with those shapes and `dtype`.
+    """
+    size = torch.empty((), dtype=dtype).element_size()
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in shapes.items():
+        end = offset + math.prod(shape) * size
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                        "data_offsets": [offset, end]}
+        offset = end
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format aligns the data to 8 bytes
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for (name, tensor), (want, shape) in zip(tensors, shapes.items(), strict=True):
+            if name != want or tuple(tensor.shape) != shape or tensor.dtype != dtype:
+                raise RuntimeError(f"writer got {name} {list(tensor.shape)} {tensor.dtype}, "
+                                   f"expected {want} {list(shape)} {dtype}")
+            f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+
+
+class _Reader:
+    """Reads tensors of a safetensors file with plain file reads into fresh tensors.
+
+    safe_open maps the file into memory, and every page it touches stays in this process's resident
+    memory while the file is open; reading into our own buffers keeps the resident memory to the
+    tensors in use. (The files were validated by safe_open in check_compatible.)
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "rb")
+        (size,) = struct.unpack("<Q", self.file.read(8))
+        self.header = json.loads(self.file.read(size))
+        self.start = 8 + size
+
+    def get_tensor(self, name: str) -> Tensor:
+        info = self.header[name]
+        begin, end = info["data_offsets"]
+        tensor = torch.empty(info["shape"], dtype=_TORCH_DTYPES[info["dtype"]])
+        self.file.seek(self.start + begin)
+        if self.file.readinto(tensor.reshape(-1).view(torch.uint8).numpy()) != end - begin:
+            raise MergeError(f"{self.file.name}: truncated tensor {name}")
+        return tensor
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _LazyTensors(Sequence[Tensor]):
+    """One tensor name across models, read from disk on each access: a method that walks the
+    models once holds one model's copy at a time."""
+
+    def __init__(self, read: Callable[[Path, str], Tensor], paths: list[Path], name: str) -> None:
+        self.read, self.paths, self.name = read, paths, name
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.read(p, self.name) for p in self.paths[i]]
+        return self.read(self.paths[i], self.name)
 
 
 def merge_models(method: str, model_dirs: Sequence[str | Path], out_dir: str | Path,
-                 base_dir: str | Path | None = None, weights: Sequence[float] | None = None,
-                 density: float = 0.5, normalize: bool = True, seed: int = 0,
-                 dtype: str = "float32", overwrite: bool = False, progress: bool = False) -> Path:
+                 base_dir: str | Path | None = None, weights: Sequence[float] | None = None, *,
+                 importances: Sequence[str | Path] | None = None, dtype: str = "float32",
+                 overwrite: bool = False, progress: bool = False, **params: Any) -> Path:
     """Merge save_pretrained folders into `out_dir`; returns its path.
 
-    All folders (models and base) are checked for identical architecture, tensor names/shapes and
-    tokenizer before any tensor is read. Tensors are streamed one name at a time. The output is
-    written to a temporary sibling folder and renamed into place, so a crash leaves no half model.
-    config.json, tokenizer and generation files are copied from the base (else the first model).
+    params are the method's parameters (density, normalize, seed, ...; see `resolve_params`).
+    importances: one safetensors file (or folder) per model with the model's tensor names and
+    shapes, for methods that need them. All inputs are checked (architecture, tensor names and
+    shapes, tokenizer, parameters) before any tensor is read. The output is built in a temporary
+    sibling folder and renamed into place, so a crash leaves no half model. It holds
+    model.safetensors, config.json, tokenizer and generation files from the base (else the first
+    model), merge.json (what was merged how) and mergekit_config.yml (the same merge for mergekit).
     """
     m = get_method(method)
     models = [Path(d) for d in model_dirs]
     base = Path(base_dir) if base_dir is not None else None
     out = Path(out_dir)
     if not models:
-        raise ValueError("merge_models needs at least one model folder")
+        raise MergeError("merge_models needs at least one model folder")
     if m.needs_base and base is None:
-        raise ValueError(f"merge method {method!r} needs a base model (base_dir)")
-    if weights is not None and len(weights) != len(models):
-        raise ValueError(f"got {len(weights)} weights for {len(models)} models")
+        raise MergeError(f"merge method {method!r} needs a base model (base_dir)")
+    weights = _weights(weights, len(models))
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
-    if not 0 < density <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density}")
+        raise MergeError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
+    resolved = resolve_params(m, params)
+    if m.needs_importance and importances is None:
+        raise MergeError(f"merge method {method!r} needs importances (one file per model)")
+    if importances is not None and not m.needs_importance:
+        raise MergeError(f"merge method {method!r} does not use importances")
+    if importances is not None and len(importances) != len(models):
+        raise MergeError(f"got {len(importances)} importance files for {len(models)} models")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (pass overwrite=True to replace it)")
     check_compatible(models + ([base] if base is not None else []))
+    shapes = dict(sorted(tensor_shapes(models[0]).items()))
+    importance_maps = [importance_files(p) for p in importances or []]
+    for path, files in zip(importances or [], importance_maps):
+        _compare_shapes(models[0], shapes, Path(path), _shapes(files))
 
-    weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
     manifest = {"method": method, "models": [str(p) for p in models],
                 "base": None if base is None else str(base), "weights": weights,
-                "density": density, "normalize": normalize, "seed": seed, "dtype": dtype}
+                "parameters": resolved, "dtype": dtype}
+    if importances is not None:
+        manifest["importances"] = [str(p) for p in importances]
+    config_yaml = None
+    if m.mergekit_name is not None:
+        config_yaml = mergekit_yaml(method, models, base, weights, dtype, **resolved)
+        manifest["mergekit_config"] = "mergekit_config.yml"
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)
     try:
-        merged = _merge_streamed(method, models, base, weights, density, normalize, seed,
-                                 DTYPES[dtype], progress)
-        _write_output(tmp, merged, base or models[0], dtype, manifest)
-        del merged
+        with ExitStack() as stack:
+            merged = _merge_streamed(stack, m, models, base, importance_maps, weights, resolved,
+                                     shapes, DTYPES[dtype], progress)
+            _write_safetensors(tmp / "model.safetensors", shapes, DTYPES[dtype], merged)
+        _write_metadata(tmp, base or models[0], dtype, manifest, config_yaml)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -308,24 +435,43 @@ def merge_models(method: str, model_dirs: Sequence[str | Path], out_dir: str | P
     return out
 
 
-def _merge_streamed(method: str, models: list[Path], base: Path | None, weights: list[float],
-                    density: float, normalize: bool, seed: int, out_dtype: torch.dtype,
-                    progress: bool) -> dict[str, Tensor]:
+def _merge_streamed(stack: ExitStack, m: MergeMethod, models: list[Path], base: Path | None,
+                    importance_maps: list[dict[str, Path]], weights: list[float],
+                    params: dict[str, Any], shapes: dict[str, tuple[int, ...]],
+                    out_dtype: torch.dtype, progress: bool) -> Iterator[tuple[str, Tensor]]:
+    """Yield (name, merged tensor in out_dtype) in the order of `shapes`, one name in memory at a time."""
     files = [tensor_files(d) for d in models]
-    base_files = tensor_files(base) if base is not None else None
-    merged: dict[str, Tensor] = {}
-    with ExitStack() as stack:
-        handles: dict[Path, Any] = {}
+    base_files = tensor_files(base) if base is not None and m.base != "ignored" else None
+    readers: dict[Path, _Reader] = {}
 
-        def read(path: Path, name: str) -> Tensor:
-            if path not in handles:
-                handles[path] = stack.enter_context(safe_open(path, framework="pt"))
-            return handles[path].get_tensor(name)
+    def read(path: Path, name: str) -> Tensor:
+        if path not in readers:
+            readers[path] = _Reader(path)
+            stack.callback(readers[path].close)
+        return readers[path].get_tensor(name)
 
-        for name in tqdm(sorted(files[0]), desc=f"merging ({method})", disable=not progress):
-            tensors = [read(f[name], name) for f in files]
-            base_tensor = read(base_files[name], name) if base_files is not None else None
-            merged[name] = merge_tensors(method, tensors, base_tensor, weights, name=name,
-                                         density=density, normalize=normalize,
-                                         seed=seed).to(out_dtype).contiguous()
-    return merged
+    for name in tqdm(shapes, desc=f"merging ({m.name})", disable=not progress):
+        tensors = _LazyTensors(read, [f[name] for f in files], name)
+        base_tensor = read(base_files[name], name) if base_files is not None else None
+        importances = [read(f[name], name) for f in importance_maps] or None
+        try:
+            merged = _call(m, tensors, base_tensor, weights, name, params, importances)
+        except ValueError as e:
+            raise MergeError(f"{name}: {e}") from None
+        del tensors, base_tensor, importances
+        yield name, merged.to(out_dtype)
+
+
+def _write_metadata(tmp: Path, source: Path, dtype: str, manifest: dict,
+                    config_yaml: str | None) -> None:
+    config = _read_config(source)
+    for key in ("dtype", "torch_dtype"):
+        if key in config:
+            config[key] = dtype
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for fname in TOKENIZER_FILES + ("generation_config.json",):
+        if (source / fname).is_file():
+            shutil.copy2(source / fname, tmp / fname)
+    (tmp / "merge.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if config_yaml is not None:
+        (tmp / "mergekit_config.yml").write_text(config_yaml)

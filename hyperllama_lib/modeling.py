@@ -158,11 +158,55 @@ def new_model(config: LlamaConfig, seed: int) -> LlamaForCausalLM:
 
 
 class ModelFolderError(ValueError):
-    pass
+    """A model folder is missing, incomplete or corrupted; the message names the file."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"ModelFolderError: {self}"]
 
 
-def check_model_folder(path: str | Path) -> dict:
-    """Validate a Llama-architecture model folder; return its parsed config.json."""
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+# A tokenizer folder has its settings and its vocabulary; settings without any vocabulary file are a
+# damaged tokenizer (deleting the settings alone is caught by the manifest's hashes).
+TOKENIZER_CONFIG = "tokenizer_config.json"
+TOKENIZER_VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Check a safetensors file's header against its size (catches truncation and a damaged header;
+    bit flips inside the tensor data are caught by the manifest's sha256, not here)."""
+    path = Path(path)
+    bad = f"{path}: truncated or corrupted safetensors file"
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < n <= size - 8:
+            raise ModelFolderError(f"{bad} ({size} bytes, header length {n}); redo the step that wrote it")
+        try:
+            header = json.loads(f.read(n))
+            end = 0
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                start, stop = info["data_offsets"]
+                itemsize = _DTYPE_BYTES.get(info["dtype"])
+                if itemsize is not None and stop - start != math.prod(info["shape"]) * itemsize:
+                    raise ValueError(f"tensor {name} has the wrong byte length")
+                end = max(end, stop)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ModelFolderError(f"{bad} (header: {e}); redo the step that wrote it") from None
+    if 8 + n + end != size:
+        raise ModelFolderError(f"{bad} ({size} bytes, the header describes {8 + n + end}); "
+                               "redo the step that wrote it")
+
+
+def check_model_folder(path: str | Path, require_tokenizer: bool = False) -> dict:
+    """Validate a Llama-architecture model folder; return its parsed config.json.
+
+    Checks config.json, every safetensors file's header against its size, the shard index, and the
+    tokenizer: tokenizer_config.json without a vocabulary file (tokenizer.json, ...) is a damaged
+    tokenizer; a folder with neither is a weights-only folder, unless `require_tokenizer`."""
     path = Path(path)
     if not path.is_dir():
         raise ModelFolderError(f"{path}: model folder does not exist")
@@ -180,13 +224,31 @@ def check_model_folder(path: str | Path) -> dict:
         raise ModelFolderError(
             f"{path}: model_type {model_type!r} is not a Llama-architecture model (expected llama or hyperllama)"
         )
-    if not any(path.glob("*.safetensors")):
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
         raise ModelFolderError(f"{path}: no *.safetensors weights (.bin pickles are never loaded)")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ModelFolderError(f"{index}: unreadable shard index ({e})") from None
+        missing = sorted(s for s in shards if not (path / s).is_file())
+        if missing:
+            raise ModelFolderError(f"{path}: missing weight shard(s) {', '.join(missing)}")
+    for f in weights:
+        check_safetensors(f)
+    has_config = (path / TOKENIZER_CONFIG).is_file()
+    has_vocab = any((path / name).is_file() for name in TOKENIZER_VOCAB_FILES)
+    if (require_tokenizer or has_config) and not (has_config and has_vocab):
+        missing = TOKENIZER_CONFIG if has_vocab else " or ".join(TOKENIZER_VOCAB_FILES)
+        raise ModelFolderError(f"{path}: tokenizer incomplete, no {missing}; redo the step that wrote it")
     return config
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LlamaForCausalLM:
-    check_model_folder(path)
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
+               require_tokenizer: bool = False) -> LlamaForCausalLM:
+    check_model_folder(path, require_tokenizer=require_tokenizer)
     register()
     model = AutoModelForCausalLM.from_pretrained(
         str(path), dtype=dtype, use_safetensors=True, trust_remote_code=False

@@ -21,6 +21,9 @@ _HASH_CHUNK = 1 << 24  # bytes per read when hashing
 class PackedTokensError(ValueError):
     """A packed token file or its sidecar is missing, truncated or corrupted."""
 
+    def _render_traceback_(self) -> list[str]:  # one line in notebooks
+        return [f"PackedTokensError: {self}"]
+
 
 def token_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits (vocab_size <= 65536), else uint32; always little-endian."""

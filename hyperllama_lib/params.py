@@ -97,6 +97,8 @@ class Params:
     base_steps: int | None = None
     cpt_steps: dict = field(default_factory=dict)  # lang or "multilingual" -> steps
     checkpoint_every_tokens: int = 20480  # save a checkpoint (and evaluate it in 05_eval) this often
+    keep_checkpoints: int | None = None  # checkpoints/step_N kept per stage; None: all (05_eval scores each)
+    keep_resume_states: int = 1  # newest resume states kept per stage (each: weights + AdamW moments)
     train_eval_every_tokens: int | None = None  # held-out bpb during training; None: at every checkpoint
     train_eval_max_bytes: int = 20000
     device: str = "auto"  # auto | cpu | cuda
@@ -107,8 +109,16 @@ class Params:
     merge_weight: float = 1.0
     merge_normalize: bool = True
     merge_dtype: str = "float32"
+    merge_subsets: str = "full"  # full: the merge of all langs | all: every subset of >= 2 langs (26 for 5)
+    fisher_tokens: int = 8192  # tokens of each model's training stream for its diagonal Fisher
+    fisher_floor: float = 1e-6  # Fisher values below this count as this (fisher, fisher_ties)
+    fisher_normalize: bool = True  # scale each model's Fisher to mean 1 over all its parameters
     # evaluation
     blimp_pairs_per_paradigm: int | None = 20
+    # MultiBLiMP: released files <multiblimp_dir>/<iso>/data.tsv; None: the Hub for hub runs, else the pairs
+    # 01_data builds from the held-out UD treebanks (hyperllama_lib/ud_pairs.py)
+    multiblimp_dir: str | None = None
+    multiblimp_pairs_per_phenomenon: int | None = None  # 05_eval's sample per language and phenomenon; None: all
     eval_checkpoints: bool = True  # 05_eval also scores every checkpoint saved during CPT (learning curves)
     eval_max_bytes: int = 40000
     eval_batch_size: int = 32
@@ -121,6 +131,10 @@ class Params:
         if os.environ.get(DATA_ENV):
             return _resolve(os.environ[DATA_ENV])
         return (REPO_ROOT.parent / "shared" / "data").resolve()
+
+    @property
+    def multiblimp_path(self) -> Path | None:
+        return _resolve(self.multiblimp_dir) if self.multiblimp_dir else None
 
     @property
     def run_path(self) -> Path:
@@ -211,6 +225,10 @@ def validate(p: Params, need_data: bool = True) -> Params:
     _choice("device", p.device, ("auto", "cpu", "cuda"))
     _choice("precision", p.precision, ("auto", "fp32", "bf16"))
     _choice("merge_dtype", p.merge_dtype, ("float32", "bfloat16", "float16"))
+    _choice("merge_subsets", p.merge_subsets, ("full", "all"))
+    if p.fisher_tokens < 1 or p.fisher_floor < 0:
+        raise ParamError(f"fisher_tokens must be >= 1 and fisher_floor >= 0, got {p.fisher_tokens} "
+                         f"and {p.fisher_floor}")
     p.langs = [_lang(lang) for lang in p.langs]
     for lang in p.langs:
         if lang not in languages.TARGET_LANGUAGES:
@@ -234,8 +252,24 @@ def validate(p: Params, need_data: bool = True) -> Params:
         raise ParamError(f"hidden_size {p.hidden_size} != num_heads {p.num_heads} x head_dim {p.head_dim}")
     if p.num_heads % p.num_kv_heads:
         raise ParamError(f"num_heads {p.num_heads} is not a multiple of num_kv_heads {p.num_kv_heads}")
+    if (p.keep_checkpoints is not None and p.keep_checkpoints < 0) or p.keep_resume_states < 1:
+        raise ParamError(f"keep_checkpoints must be >= 0 or null (keep all) and keep_resume_states >= 1, got "
+                         f"{p.keep_checkpoints} and {p.keep_resume_states}")
+    for key in ("run_dir", "publish_dir"):
+        value = getattr(p, key)
+        # relative paths are taken from the repository and must stay in it; absolute ones are explicit
+        if value is not None and not Path(value).expanduser().is_absolute() \
+                and not _resolve(value).is_relative_to(REPO_ROOT):
+            raise ParamError(f"{key} {value!r} leads outside the repository ({_resolve(value)}); "
+                             "give an absolute path to write elsewhere")
     if not 0 < p.heldout_fraction < 1 or not 0 < p.english_seed_fraction < 1:
         raise ParamError("heldout_fraction and english_seed_fraction must lie strictly between 0 and 1")
+    for key in ("blimp_pairs_per_paradigm", "multiblimp_pairs_per_phenomenon"):
+        if getattr(p, key) is not None and getattr(p, key) < 1:
+            raise ParamError(f"{key} must be a positive number of pairs or null (all), got {getattr(p, key)}")
+    if p.multiblimp_path is not None and not p.multiblimp_path.is_dir():
+        raise ParamError(f"multiblimp_dir {p.multiblimp_path} not found (it needs <iso>/data.tsv files); "
+                         "set it to a folder of released MultiBLiMP files, or null to build the pairs from UD")
     if need_data and p.data_source == "local" and not (p.data_path / "text").is_dir():
         raise ParamError(f"data folder {p.data_path} not found (it needs text/ and blimp/); "
                          f"set {DATA_ENV}=PATH or pass -p data_dir PATH")

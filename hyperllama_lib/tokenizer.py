@@ -105,7 +105,16 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, directory: str | Path) -> None:
 
 
 def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast.from_pretrained(str(directory))
+    from .modeling import ModelFolderError
+
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        raise ModelFolderError(f"{directory}: no tokenizer.json; redo the step that wrote it")
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(str(directory))
+    except Exception as e:  # tokenizers raises plain Exception subclasses for a damaged file
+        raise ModelFolderError(f"{path}: unreadable tokenizer ({type(e).__name__}: {e}); "
+                               "redo the step that wrote it") from None
 
 
 def encode_documents(

@@ -6,6 +6,16 @@ Data: one packed token stream per stage, already mixed and shuffled at document 
 (for the seed it is ordered by curriculum phase). Step s takes the next `global_batch_size` blocks of
 `seq_len` tokens in order, wrapping around if a stage asks for more steps than the stream holds.
 
+Resume: at every checkpoint a resume state is written next to the checkpoint, atomically, as
+`resume/step_N/`: model.safetensors (the parameters), train_state.safetensors (AdamW's tensors and
+torch's RNG state) and state.json (step, scheduler, optimiser settings, Python and NumPy RNG states,
+the log and curve rows so far, sha256 of both tensor files, and the resume key). No pickle. The key
+hashes the stage, its steps, the token stream, the training parameters, the held-out texts and the
+initial weights, so a state is only used by the run that made it. A killed run started again
+continues from its newest valid state, and on CPU ends with the same bytes as an uninterrupted run
+(the data position is a function of the step; held-out evaluation draws no random numbers).
+`remove_resume_states` deletes them once the caller has recorded the finished step.
+
 FLOPs convention: 6 x parameters x tokens (forward + backward, attention quadratic term ignored),
 recorded twice: with all parameters (tied embedding counted once) and without embedding parameters.
 """
@@ -13,7 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import hashlib
+import json
 import math
+import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +37,39 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
 from . import artifacts, evaluation, modeling
 from .packing import PackedTokens
 from .params import Params
+
+RESUME_DIR = "resume"
+RESUME_FORMAT = 1
+# Parameters that change what a stage computes (retention and device do not).
+RESUME_KEYS = ["seed", "seq_len", "micro_batch_size", "global_batch_size", "lr", "adam_beta1", "adam_beta2",
+               "adam_eps", "weight_decay", "grad_clip", "warmup_steps", "decay_fraction",
+               "checkpoint_every_tokens", "train_eval_every_tokens", "train_eval_max_bytes", "precision",
+               "eval_batch_size"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says where and what to do (one line in notebooks too)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class NonFiniteLossError(TrainingError, FloatingPointError):
+    pass
+
+
+class TooLittleDataError(TrainingError, ValueError):
+    pass
+
+
+class DiskSpaceError(TrainingError, OSError):
+    pass
 
 
 def resolve_device(p: Params) -> torch.device:
@@ -85,10 +130,138 @@ def _batch(data: PackedTokens, first_block: int, n: int, seq_len: int, n_blocks:
     return torch.from_numpy(np.stack(rows).astype(np.int64))
 
 
-def _save(model, tokenizer, dst: Path) -> None:
-    with artifacts.atomic_dir(dst) as tmp:
+@contextlib.contextmanager
+def _disk_full_is_clear(what: Path, step: int):
+    try:
+        yield
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise DiskSpaceError(f"disk full while writing {what} at step {step}; nothing half-written is left "
+                             "and the last good checkpoint is kept: free disk space and run again") from None
+
+
+def _save(model, tokenizer, dst: Path, step: int = 0) -> None:
+    with _disk_full_is_clear(dst, step), artifacts.atomic_dir(dst) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+
+
+# -- resume states ----------------------------------------------------------------------------------
+
+def resume_key(model, stage: Stage, p: Params, total: int, data: PackedTokens) -> str:
+    """What a resume state must match: stage, steps, token stream, parameters, held-out texts, initial weights."""
+    weights = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return artifacts.fingerprint(RESUME_FORMAT, stage.name, total, data.n_tokens, data.meta.get("sha256"),
+                                 p.subset(RESUME_KEYS), stage.eval_texts, weights.hexdigest())
+
+
+def _save_resume(root: Path, step: int, key: str, model, opt, sched, log_rows, curve_rows) -> None:
+    dst = root / f"step_{step:06d}"
+    with _disk_full_is_clear(dst, step), artifacts.atomic_dir(dst) as tmp:
+        save_file({n: q.detach().cpu().contiguous() for n, q in model.named_parameters()},
+                  tmp / "model.safetensors")
+        opt_state = opt.state_dict()
+        tensors = {f"optim.{i}.{k}": v.detach().cpu().contiguous()
+                   for i, per_param in opt_state["state"].items() for k, v in per_param.items()}
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors.update({f"rng.cuda.{i}": r for i, r in enumerate(torch.cuda.get_rng_state_all())})
+        save_file(tensors, tmp / "train_state.safetensors")
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {"format": RESUME_FORMAT, "key": key, "step": step,
+                 "files": {f: artifacts.file_sha256(tmp / f) for f in ("model.safetensors", "train_state.safetensors")},
+                 "param_groups": opt_state["param_groups"], "scheduler": sched.state_dict(),
+                 "rng": {"python": random.getstate(), "numpy": [keys.tolist(), pos, has_gauss, gauss]},
+                 "log_rows": log_rows, "curve_rows": curve_rows}
+        (tmp / "state.json").write_text(json.dumps(state))
+
+
+def _read_resume(folder: Path, key: str) -> tuple[dict | None, str]:
+    """(state, "") for a valid state made with `key`, else (None, why not)."""
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        if state.get("format") != RESUME_FORMAT or state.get("key") != key:
+            return None, "made by another run (different parameters, data or initial weights)"
+        for name, sha in state["files"].items():
+            if artifacts.file_sha256(folder / name) != sha:
+                return None, f"{name} differs from its recorded sha256"
+        state["model"] = load_file(folder / "model.safetensors")
+        state["tensors"] = load_file(folder / "train_state.safetensors")
+        return state, ""
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+        return None, f"unreadable ({type(e).__name__}: {e})"
+
+
+def _restore(state: dict, model, opt, sched) -> None:
+    params = dict(model.named_parameters())
+    if set(params) != set(state["model"]):
+        raise TrainingError("resume state does not match the model's parameters")
+    with torch.no_grad():
+        for name, q in params.items():
+            q.copy_(state["model"][name])
+    tensors = state["tensors"]
+    per_param: dict[int, dict] = {}
+    for name, t in tensors.items():
+        if name.startswith("optim."):
+            _, i, k = name.split(".", 2)
+            per_param.setdefault(int(i), {})[k] = t
+    groups = [{**g, "betas": tuple(g["betas"])} for g in state["param_groups"]]
+    opt.load_state_dict({"state": per_param, "param_groups": groups})
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    version, internal, gauss = state["rng"]["python"]
+    random.setstate((version, tuple(internal), gauss))
+    keys, pos, has_gauss, cached = state["rng"]["numpy"]
+    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _step_folders(folder: Path) -> list[Path]:
+    return sorted(folder.glob("step_*")) if folder.is_dir() else []
+
+
+def _prune(folder: Path, keep: int | None) -> None:
+    """Keep the newest `keep` step_* folders (None: all)."""
+    if keep is not None:
+        for old in _step_folders(folder)[: max(len(_step_folders(folder)) - keep, 0)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Temporaries of atomic writes that a killed run left behind (hidden *.tmp and *.old-PID names)."""
+    for folder in (out_dir, out_dir / "checkpoints", out_dir / RESUME_DIR):
+        for f in folder.glob(".*") if folder.is_dir() else []:
+            if f.name.endswith(".tmp") or ".old-" in f.name:
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+
+
+def remove_resume_states(out_dir: Path) -> None:
+    """Delete a stage's resume states; call once its finished step is recorded."""
+    shutil.rmtree(Path(out_dir) / RESUME_DIR, ignore_errors=True)
+
+
+def check_disk(stage: Stage, p: Params, model, checkpoints_left: int) -> None:
+    """Stop before training when the free disk cannot hold what the stage will write."""
+    model_bytes = sum(q.numel() * 4 for q in model.parameters())  # fp32 safetensors
+    kept = 0 if not stage.save_checkpoints else \
+        checkpoints_left if p.keep_checkpoints is None else min(checkpoints_left, p.keep_checkpoints)
+    # checkpoints, the final model, and resume states (weights + two AdamW moments) with one being written
+    need = int(1.1 * model_bytes * (kept + 1 + 3 * (p.keep_resume_states + 1)))
+    where = stage.out_dir
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if free < need:
+        raise DiskSpaceError(
+            f"stage {stage.name} needs about {need / 2**20:,.1f} MiB free on {where} ({kept} checkpoints, the "
+            f"final model and {p.keep_resume_states} resume state(s) of a {model_bytes / 2**20:,.1f} MiB model), "
+            f"only {free / 2**20:,.1f} MiB are free: free space, set keep_checkpoints, or choose another run_dir")
 
 
 def _eval_bpb(model, tokenizer, stage: Stage, p: Params, device) -> dict[str, float]:
@@ -114,17 +287,22 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
-    """Train `model` in place for one stage; returns a summary (steps, tokens, FLOPs, final bpb)."""
+    """Train `model` in place for one stage; returns a summary (steps, tokens, FLOPs, final bpb).
+
+    Continues from the stage's newest valid resume state when there is one (see the module docstring).
+    """
     device = resolve_device(p)
     data = PackedTokens(stage.tokens)
     n_blocks = data.num_blocks(p.seq_len)
     if n_blocks == 0:
-        raise ValueError(f"{stage.tokens} holds fewer than {p.seq_len} tokens: no training block")
+        raise TooLittleDataError(f"stage {stage.name}: {stage.tokens} holds {data.n_tokens} tokens, fewer than "
+                                 f"one block of seq_len {p.seq_len}: no training block; add text or lower seq_len")
     total = stage.steps if stage.steps is not None else n_blocks // p.global_batch_size
     if total < 1:
-        raise ValueError(f"stage {stage.name}: {n_blocks} blocks of {p.seq_len} tokens are fewer than "
-                         f"one batch of {p.global_batch_size}; lower global_batch_size or add data")
+        raise TooLittleDataError(f"stage {stage.name}: {n_blocks} blocks of {p.seq_len} tokens are fewer than "
+                                 f"one batch of {p.global_batch_size}; lower global_batch_size or add data")
     torch.manual_seed(p.seed)
+    key = resume_key(model, stage, p, total, data)
     model.to(device).train()
     opt = make_optimizer(model, p, device)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -132,7 +310,22 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
     counts = modeling.count_parameters(model)
     save_every = max(1, round(p.checkpoint_every_tokens / p.tokens_per_step))
     eval_every = max(1, round((p.train_eval_every_tokens or p.checkpoint_every_tokens) / p.tokens_per_step))
-    log_rows, curve_rows = [], []
+    resume_root = stage.out_dir / RESUME_DIR
+    _remove_leftovers(stage.out_dir)
+    log_rows, curve_rows, start = [], [], 0
+    for folder in reversed(_step_folders(resume_root)):
+        state, why = _read_resume(folder, key)
+        if state is None:
+            log(f"[{stage.name}] not resuming from {folder}: {why}")
+            continue
+        _restore(state, model, opt, sched)
+        start, log_rows, curve_rows = state["step"], state["log_rows"], state["curve_rows"]
+        log(f"[{stage.name}] resuming from step {start} of {total} ({folder})")
+        break
+    for folder in _step_folders(resume_root):  # states of other runs, or newer than the one resumed from
+        if int(folder.name.removeprefix("step_")) > start or not start:
+            shutil.rmtree(folder)
+    check_disk(stage, p, model, len(range(save_every * (start // save_every + 1), total, save_every)))
 
     def checkpoint(step: int, save: bool) -> None:
         tokens = step * p.tokens_per_step
@@ -142,12 +335,17 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
                                "flops_total": 6 * counts["total"] * tokens,
                                "flops_non_embedding": 6 * counts["non_embedding"] * tokens,
                                "lang": lang, "bpb": value})
-        if save and stage.save_checkpoints and 0 < step < total:
-            _save(model, tokenizer, stage.out_dir / "checkpoints" / f"step_{step:06d}")
+        if save and 0 < step < total:
+            if stage.save_checkpoints and p.keep_checkpoints != 0:
+                _save(model, tokenizer, stage.out_dir / "checkpoints" / f"step_{step:06d}", step)
+                _prune(stage.out_dir / "checkpoints", p.keep_checkpoints)
+            _save_resume(resume_root, step, key, model, opt, sched, log_rows, curve_rows)
+            _prune(resume_root, p.keep_resume_states)
 
-    checkpoint(0, save=False)
+    if start == 0:
+        checkpoint(0, save=False)
     started = time.time()
-    bar = tqdm(range(total), desc=stage.name, unit="step", mininterval=2.0)
+    bar = tqdm(range(start, total), initial=start, total=total, desc=stage.name, unit="step", mininterval=2.0)
     for step in bar:
         loss_sum = 0.0
         for micro in range(p.grad_accum):
@@ -157,10 +355,14 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
                 loss = model(input_ids=ids, labels=ids).loss / p.grad_accum
             loss.backward()
             loss_sum += loss.item()
-        if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"stage {stage.name}: loss is {loss_sum} at step {step + 1}; "
-                                     "the last good checkpoint is kept; lower lr or check the data")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+        if not math.isfinite(loss_sum) or not math.isfinite(float(grad_norm)):
+            what = f"loss is {loss_sum}" if not math.isfinite(loss_sum) else f"gradient norm is {float(grad_norm)}"
+            kept = _step_folders(resume_root)
+            raise NonFiniteLossError(
+                f"stage {stage.name}: {what} at step {step + 1}; training stopped before the update, "
+                + (f"the last good checkpoint ({kept[-1].name}) is kept" if kept else "no checkpoint was saved yet")
+                + "; lower lr or check the data")
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -173,7 +375,7 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
             checkpoint(done, save=done % save_every == 0)
     elapsed = time.time() - started
     model.eval()
-    _save(model, tokenizer, stage.out_dir / "final")
+    _save(model, tokenizer, stage.out_dir / "final", total)
     _write_csv(stage.out_dir / "train_log.csv", log_rows)
     _write_csv(stage.out_dir / "curve.csv", curve_rows)
     tokens = total * p.tokens_per_step
@@ -181,7 +383,9 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
                "flops_total": 6 * counts["total"] * tokens,
                "flops_non_embedding": 6 * counts["non_embedding"] * tokens,
                "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
-               "seconds": round(elapsed, 2), "tokens_per_second": round(tokens / max(elapsed, 1e-9)),
+               "seconds": round(elapsed, 2), "tokens_per_second": round((total - start) * p.tokens_per_step
+                                                                        / max(elapsed, 1e-9)),
+               "resumed_from_step": start,
                "final_loss": log_rows[-1]["loss"],
                "final_bpb": {r["lang"]: r["bpb"] for r in curve_rows if r["step"] == total}}
     artifacts.atomic_write_json(stage.out_dir / "summary.json", summary)

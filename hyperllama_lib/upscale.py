@@ -81,6 +81,7 @@ def run(p: Params, log=print) -> pd.DataFrame:
             if s.todo:
                 s.extra = work() or {}
                 s.outputs = [english_model(p, name)]
+        training.remove_resume_states(english_dir(p, name))
         return s.fp
 
     def clone(src: str, dst: str):

@@ -4,7 +4,7 @@ import gzip
 import pandas as pd
 import pytest
 
-from hyperllama_lib import data, packing
+from hyperllama_lib import corpus, data, packing
 from hyperllama_lib.params import load_params
 
 
@@ -50,8 +50,16 @@ def test_local_smoke_data_step(tmp_path, data_dir):
     assert stats.loc["multilingual", "stream_tokens"] == sum(stats.loc[lang, "stream_tokens"] for lang in langs)
     # replay: present, a small share of each mix
     assert all(0 < stats.loc[lang, "replay_share_samples"] < 0.2 for lang in langs)
-    # held-out text never overlaps training text
+    # MultiBLiMP pairs built from held-out UD files for English and every target language, with counts;
+    # their sentences are evaluation keys, so no training document contains them
     dp = data.paths(p)
+    counts = data.load_multiblimp_counts(p).set_index("lang")
+    assert list(counts.index) == ["eng", *langs] and (counts.total > 0).all()
+    assert dp.multiblimp_counts.with_suffix(".md").exists()
+    for lang in ["eng", *langs]:
+        built = corpus.pair_file_sentences(dp.multiblimp(lang))
+        assert len(built) > 0 and built <= data.eval_keys(p, lang)
+    # held-out text never overlaps training text
     for lang in langs:
         held = set(dp.heldout(lang).read_text().splitlines())
         assert held and not held & set(dp.udhr(lang).read_text().splitlines())

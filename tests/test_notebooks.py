@@ -50,7 +50,7 @@ def test_reproduce_runs_every_notebook(smoke_run):
                  "merged_vs_multilingual"]:
         for ext in ("png", "pdf"):
             assert (run_dir / "figures" / f"{name}.{ext}").stat().st_size > 1000
-    for name in ["data_stats", "heldout_bpb_final", "english_blimp", "merging", "results_tidy"]:
+    for name in ["data_stats", "heldout_bpb_final", "english_blimp", "merging", "multiblimp", "results_tidy"]:
         assert (run_dir / "tables" / f"{name}.csv").exists() and (run_dir / "tables" / f"{name}.md").exists()
 
 
@@ -72,6 +72,12 @@ def test_results_are_real_and_complete(smoke_run):
     per_token = (ckpt.flops_total / ckpt.tokens).round(3).unique()
     assert len(per_token) == 1 and per_token[0] == round(final.flops_total.iloc[0] / final.tokens.iloc[0], 3)
     assert set(results.metric) >= {"accuracy", "bpb"}
+    # MultiBLiMP: built from UD (no released files offline); finals in every language, checkpoints in theirs
+    mb = results[results.benchmark == "multiblimp"]
+    assert set(mb.source) == {"built"} and mb.value.between(0, 1).all()
+    assert "accuracy" in set(mb.metric) and any(m.startswith("accuracy:SV-") for m in mb.metric)
+    assert set(mb[mb["final"].astype(bool)].lang) == {"eng", "est", "fao", "isl", "fas", "swe"}
+    assert not (mb[~mb["final"].astype(bool)].lang == "eng").any()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["steps"]["english/base_1x_cloned"]["max_logit_difference"] < 1e-4
     assert manifest["steps"]["data"]["data_hash"]

@@ -35,9 +35,11 @@ def test_unknown_key_is_one_line_with_valid_keys(data_dir):
     ({"lang": "klingon"}, "valid choices: eng (english), est (estonian)"),
     ({"langs": ["est", "xxx"]}, "unknown language 'xxx'"),
     ({"setups": ["3x"]}, "valid choices: 1x, 1x_cloned, 2x"),
-    ({"merge_methods": ["frankenmerge"]}, "valid choices: linear"),
+    ({"merge_methods": ["frankenmerge"]}, "valid choices: dare_linear, dare_ties, fisher"),
     ({"tokenizer": "gpt2"}, "valid choices: bpe, llama3"),
     ({"lr": "fast"}, "bad value 'fast'"),
+    ({"multiblimp_pairs_per_phenomenon": 0}, "multiblimp_pairs_per_phenomenon must be a positive number"),
+    ({"multiblimp_dir": "/no/such/multiblimp"}, "multiblimp_dir /no/such/multiblimp not found"),
 ])
 def test_bad_values_name_the_valid_choices(overrides, needle, data_dir):
     with pytest.raises(ParamError) as e:

@@ -41,7 +41,7 @@ This notebook
 
 1. reads each language, removes duplicates across files,
 2. removes every training document that is, or contains, a sentence of an evaluation set
-   (BLiMP, the UDHR used as a parallel held-out text, MultiBLiMP-style pair files),
+   (BLiMP, the UDHR used as a parallel held-out text, the MultiBLiMP pairs built below, pair files),
 3. splits a deterministic held-out set (stable hash of the text),
 4. splits English 80% (seed) / 20% (bases) as the authors did,
 5. computes UniMax budgets and the replay mix, trains or loads the tokenizer (a corpus BPE at
@@ -58,6 +58,36 @@ the optimiser steps one pass over the stream takes (`global_batch_size x seq_len
 print(f"vocabulary: {plan['vocab_size']} ids; seed {plan['seed_steps']} steps, bases {plan['base_steps']} steps "
       f"-> cloning after {plan['clone_after_fraction_of_english_steps']:.0%} of the English steps (paper: ~81%)")
 plan['cpt_steps']"""),
+("md", """## Target-language grammar: MultiBLiMP-style pairs built from Universal Dependencies
+
+The paper measures grammar in the target languages with **MultiBLiMP 1.0**, minimal pairs built
+automatically from UD treebanks and UniMorph; its files are on the Hub, which is not reachable offline.
+This step rebuilds such pairs (`hyperllama_lib/ud_pairs.py`, also `hyperllama build-pairs`) from each
+language's **held-out** UD files (test, or dev where a treebank has no test):
+
+* keep clean sentences (no typos, foreign words, style or correction marks, reparanda);
+* find a NOUN or PRON subject and the word that agrees with it: the verb, or the copula or finite
+  auxiliary (SV-#, SV-P, SV-G: number, person, gender), or a participle (SP-#, SP-P, SP-G), skipping
+  conjoined subjects and clauses with expletive or outer subjects;
+* swap that word for the form with the other feature value, taken from UniMorph and the forms the
+  treebanks attest for the same lemma; drop the item when that form is missing, identical, ambiguous
+  (also grammatical with the original features) or several words;
+* balance: within a phenomenon, no feature value makes up more than half the items.
+
+Every sentence of these pairs was removed from the training text above. 05_eval scores them (or the
+released MultiBLiMP files, when `multiblimp_dir` or the Hub provides them). Pairs per language and
+phenomenon (`before_balancing`: items found before balancing):"""),
+("code", """counts = hl.data.load_multiblimp_counts(P)
+counts"""),
+("md", """A sample of 20 pairs per language for inspection (`verb` is replaced by `wrong_verb` in the
+ungrammatical sentence):"""),
+("code", """import pandas as pd
+pd.set_option("display.max_colwidth", 120)
+for lang in counts.lang:
+    pairs = hl.evaluation.load_multiblimp_local(hl.data.paths(P).multiblimp(lang), lang=lang)
+    display(Markdown(f"**{lang}**: {len(pairs)} pairs"))
+    display(pairs.sample(n=min(20, len(pairs)), random_state=P.seed)[
+        ["paradigm", "grammatical_feature", "ungrammatical_feature", "child", "verb", "wrong_verb", "good"]])"""),
 ],
 "02_upscale": [
 ("md", """# 02 · Upscale: English seed, HyperCloning x2, the 1x and 2x English bases
@@ -108,12 +138,34 @@ curves[curves.trained_on == P.lang].pivot_table(index=["setup", "step", "tokens"
 **Paper step.** For each setup, the five language models are merged into one multilingual model with
 mergekit's methods (the paper: linear, multislerp, task arithmetic, TIES, DARE-TIES; weight 1.0 per model,
 density 0.5, normalize true). Task vectors are taken against the setup's English base: 1x against the 1x
-base, 1x_cloned against the cloned 1x base, 2x against the 2x base. This notebook runs the methods in
-`merge_methods` (tiny: linear averaging and TIES)."""),
+base, 1x_cloned against the cloned 1x base, 2x against the 2x base. Our merges equal mergekit 0.1.5's
+tensor for tensor (`tests/test_mergekit_agreement.py`); every merged folder holds the
+`mergekit_config.yml` that reproduces it with mergekit. `merge_subsets: all` merges every subset of at
+least two languages, the paper's 26 per setup and method; the default is the five-language merge.
+
+**Beyond the paper.** The paper calls for merging "specialized for language-level integration". Two
+methods weight each parameter by how much each language needs it, measured by the diagonal Fisher
+information of each model on its own training text (exact per-window squared gradients of the LM loss,
+`fisher_tokens` tokens per model, scaled to mean 1 per model):
+- `fisher`: Fisher-weighted averaging (Matena & Raffel 2022), sum_i F_i theta_i / sum_i F_i;
+- `fisher_ties` (ours): TIES, but an entry of a task vector is kept when its *saliency* F_i d_i^2, the
+  second-order estimate of how much language i's loss rises if the entry is reset to the base, is in the
+  top `merge_density` share, and the entries that agree with the elected sign are averaged with Fisher
+  weights. Where a language barely uses a parameter, its change there does not outvote a language that
+  does. With equal Fisher everywhere it is exactly TIES.
+
+05_eval evaluates every merge beside the paper's methods; 06_analysis compares them with the jointly
+trained multilingual model."""),
 PARAMS,
 ("code", SETUP),
 ("code", """merges = hl.merge_grid.run(P)
 merges"""),
+("md", """Each merged folder records what was merged how (`merge.json`) and, for mergekit's methods, the
+mergekit configuration that reproduces it (`mergekit-yaml mergekit_config.yml OUT`):"""),
+("code", """example = hl.merge_grid.merged_model(P, P.setups[0], P.merge_methods[0])
+print((example / "merge.json").read_text())
+if (example / "mergekit_config.yml").exists():
+    print((example / "mergekit_config.yml").read_text())"""),
 ],
 "05_eval": [
 ("md", """# 05 · Evaluate every model
@@ -129,12 +181,24 @@ rows (model, setup, trained_on, step, tokens, flops, final, benchmark, lang, met
 checkpoint already evaluated with the same settings is not evaluated again.
 
 Besides the paper's summed log-probability (`accuracy`), BLiMP is also scored with the token-mean
-(`accuracy_token_mean`) and byte-normalised (`accuracy_byte_norm`) log-probability."""),
+(`accuracy_token_mean`) and byte-normalised (`accuracy_byte_norm`) log-probability.
+
+**Target-language grammar** is the paper's MultiBLiMP 1.0 (subject-verb and subject-participle agreement
+pairs), scored the same way, for every language of a model (checkpoints: the languages they are trained
+on). The pairs are the released MultiBLiMP files when `multiblimp_dir` points to them (or, for hub runs,
+the Hub), and otherwise the pairs 01_data built from the held-out UD treebanks; the `source` column of
+every MultiBLiMP row says which (`released` or `built`). Metrics: `accuracy` and `accuracy:<phenomenon>`,
+on `multiblimp_pairs_per_phenomenon` pairs per language and phenomenon."""),
 PARAMS,
 ("code", SETUP),
 ("code", """results = hl.eval_grid.run(P)
 finals = results[results["final"] & results.metric.isin(["accuracy", "bpb"])]
 finals.pivot_table(index=["setup", "kind", "trained_on"], columns=["benchmark", "lang"], values="value").round(3)"""),
+("md", """MultiBLiMP accuracy of the final models per language and phenomenon, with the source of the pairs:"""),
+("code", """mb = results[results["final"] & (results.benchmark == "multiblimp")]
+display(Markdown("MultiBLiMP source: " + ", ".join(f"{lang}: {src}" for lang, src in
+                                                  mb.groupby("lang").source.first().items())))
+mb.pivot_table(index=["setup", "kind", "trained_on"], columns=["lang", "metric"], values="value").round(3)"""),
 ("md", """English BLiMP accuracy at every checkpoint of the monolingual runs (step 0 is the English base):"""),
 ("code", """blimp = results[(results.benchmark == "blimp") & (results.metric == "accuracy") & (results.kind == "cpt")]
 blimp.pivot_table(index=["trained_on", "step"], columns="setup", values="value").round(3)"""),
@@ -176,6 +240,14 @@ Mean held-out bits per byte over the five target languages for the monolingual m
 language), the jointly trained multilingual model, and each merge of the five monolingual models."""),
 ("code", """display(Image(str(figs / "merged_vs_multilingual.png")))
 out["merging"]"""),
+("md", """The merge methods side by side: the paper's (linear, multislerp, task arithmetic, TIES, DARE-TIES) and
+ours (`fisher`: Fisher-weighted averaging; `fisher_ties`: TIES with Fisher saliency, see 04_merge), whatever
+`merge_methods` ran. Rows are setup and method, columns the target languages and their mean."""),
+("code", """out["merging"][out["merging"].model.str.startswith("merge")]"""),
+("md", """## Target-language grammar: MultiBLiMP
+Agreement minimal pairs per language (`source` says whether they are the released MultiBLiMP files or the
+pairs 01_data built from held-out UD treebanks), accuracy of every final model."""),
+("code", """out["multiblimp"]"""),
 ],
 }
 OUT.mkdir(exist_ok=True)

@@ -1,0 +1,700 @@
+"""MultiBLiMP-style agreement minimal pairs built offline from Universal Dependencies and UniMorph.
+
+MultiBLiMP 1.0 (Jumelet et al. 2025) was built automatically from UD treebanks and UniMorph; its files
+live on the Hugging Face Hub. This module rebuilds that kind of benchmark from the treebanks we have, so
+every language with a UD treebank gets grammar pairs. `build_pairs` reads CoNLL-U files and writes rows
+in MultiBLiMP's `data.tsv` format (`write_data_tsv`), which `evaluation.load_multiblimp_local` reads.
+
+Design choices (ours where the method leaves room):
+- Sentences. A sentence is dropped when any word has `Typo=Yes` or a `goeswith` relation (typos),
+  `Foreign=Yes` (FEATS or MISC) or a `:foreign` relation (foreign words), any `Style=` feature (style),
+  any `Correct*=` attribute in FEATS or MISC, e.g. `CorrectForm=` (corrections), or a `reparandum`
+  relation (disfluencies). Its `# text` must be spelled by its tokens in order (only whitespace
+  between them), so that the verb's place in the text is known; otherwise the sentence is dropped.
+- Subjects and agreeing words. A subject is an `nsubj` or `nsubj:pass` dependent with UPOS NOUN or
+  PRON. Its head's finite auxiliaries and copula (`aux`, `aux:pass`, `cop`) agree with it; the head
+  itself, when a VERB or AUX or a participle (`VerbForm=Part`, whatever its UPOS: Swedish tags
+  predicative participles ADJ), agrees in the features none of those shows. So in "the letters were
+  written" the auxiliary carries number and person, an Icelandic participle still gender, a Swedish
+  one (its auxiliary shows neither) number and gender, and a Persian participle before "است" nothing.
+  A finite word has `VerbForm=Fin`, or no VerbForm but Person or Mood. Phenomena: SV-#/SV-P/SV-G for
+  finite words, SP-#/SP-P/SP-G for participles (number, person, gender).
+- Skipped clauses: a subject with a `conj` dependent (conjoined subject); a head with an `expl`
+  dependent (expletive) or an `nsubj:outer`/`csubj:outer` dependent (outer subject).
+- Features. The agreement features are Number, Person and Gender. Ones missing on the agreeing word
+  are taken from the subject (a NOUN subject without Person counts as third person). When subject and
+  word both have a value and the values differ, the subject-word pair is dropped. One item is tried
+  per agreement feature of the word.
+- Target value. Number swaps Sing <-> Plur (Dual -> Sing). Person tries 3 -> 1, then 2; 1 -> 3,
+  then 2; 2 -> 3, then 1: the first value that gives a form is used. Gender tries the other genders
+  in the order Masc, Fem, Neut, Com.
+- Forms. A lexicon per language holds every VERB/AUX/participle form attested in the UD files given
+  (with its UD features and count; words inside multi-word tokens are not forms), plus UniMorph verb
+  entries (lemma, form, ';'-tags, mapped to UD features; finite unless tagged as a participle,
+  infinitive, converb or masdar; colloquial COL entries are skipped). The forms of a multi-word
+  UniMorph lemma whose first words they repeat also count for its last word ("X kardan" gives the
+  Persian light verb kardan its forms). A UniMorph paradigm belongs to the UD word when its lemma
+  equals the UD lemma, else when it contains the word's form (UD lemmas differ by convention, e.g.
+  Persian past stems). Features are compared on VerbForm, Mood, Tense, Aspect, Voice, Polarity,
+  Person, Number, Gender, Case and Definite; a feature that one side leaves out is compatible with any
+  value, except Polarity: negation is always marked, so a form without it is Pos on both sides.
+- The swap. The word's form must be confirmed by the lexicon: some analysis of it has the original
+  value of the swapped feature explicitly and is compatible with the word's features ("form not
+  confirmed" otherwise: e.g. a Swedish finite verb, which has no number). Target analyses have the
+  new value explicitly and are compatible with the word's other features; the most specific win (most
+  features equal to the target, then fewest features the target lacks). Among their forms, one must
+  have at least DOMINANCE (2) times the support of any other (its UD count; 1 for a UniMorph entry),
+  else the item is dropped as "ambiguous target": this drops annotation noise and forms left
+  underspecified (an Icelandic participle without gender matches every gender). The item is also
+  dropped when there is no target form ("missing form"), when the chosen form equals the original up
+  to case ("identical form"), when it is ambiguous: it has an analysis with the original value that is
+  compatible with the word's features, so the wrong sentence could be grammatical ("ambiguous form"),
+  or when it contains a space ("multi-word form"). Forms are compared casefolded and without
+  zero-width non-joiners; Persian UniMorph spells without them, so a UniMorph form gets the original's
+  ZWNJs at the same offsets where their beginnings agree. The new form copies the original's
+  capitalisation; a word inside a multi-word token cannot be swapped.
+- Rows. `sen` is the `# text`; `wrong_sen` replaces the word's characters; `prefix` is the text
+  before the word, without trailing spaces; `distance` = word id - subject id (negative when the
+  word comes first); `metadata` is JSON with the file, `sent_id`, ids and lemma. Feature values are
+  UD's (Sing, Plur, 1, 2, 3, Masc, Fem, Neut, Com). Identical (sen, wrong_sen) rows are kept once.
+- Balance. Within each phenomenon, no grammatical feature value makes up more than `max_share` of
+  the items (default 0.5): the items of a larger value are subsampled to that share, by a stable
+  hash of (seed, sen, wrong_sen). So a model that always prefers, say, the singular form scores at
+  most 50% on SV-#. A phenomenon with a single value is kept whole when `max_share` is 1, dropped
+  otherwise. Rows keep the order of the input files.
+- Held-out files (`heldout_files`): in each `ud/UD_<Language>-<Treebank>/` folder of a language, the
+  `*-test.conllu.gz` files, or the `*-dev.conllu.gz` where there is no test; never `ud/oldtrain/`.
+  The lexicon may read every file of the language's folders (`lexicon_files`): only word forms are
+  taken from them, never sentences.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import gc
+import gzip
+import hashlib
+import io
+import json
+import unicodedata
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pandas as pd
+
+from . import artifacts, languages
+
+COLUMNS = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "grammatical_feature",
+           "ungrammatical_feature", "child", "distance", "prefix", "metadata"]
+PHENOMENA = ("SV-#", "SV-P", "SV-G", "SP-#", "SP-P", "SP-G")
+AGREEMENT = {"Number": "#", "Person": "P", "Gender": "G"}
+TARGETS = {
+    "Number": {"Sing": ("Plur",), "Plur": ("Sing",), "Dual": ("Sing",)},
+    "Person": {"1": ("3", "2"), "2": ("3", "1"), "3": ("1", "2")},
+    "Gender": {g: tuple(x for x in ("Masc", "Fem", "Neut", "Com") if x != g) for g in ("Masc", "Fem", "Neut", "Com")},
+}
+COMPARED = ("VerbForm", "Mood", "Tense", "Aspect", "Voice", "Polarity", "Person", "Number", "Gender",
+            "Case", "Definite")
+SUBJECT_RELATIONS = ("nsubj", "nsubj:pass")
+SUBJECT_UPOS = ("NOUN", "PRON")
+ZWNJ = "\u200c"
+DOMINANCE = 2  # a target form needs this many times the support of any other (see _choose)
+NON_FINITE = {"V.PTCP": "Part", "V.PTCP.PRS": "Part", "V.PTCP.PST": "Part", "NFIN": "Inf", "V.CVB": "Conv",
+              "V.MSDR": "Vnoun"}
+UNIMORPH_FEATURES = {
+    "SG": ("Number", "Sing"), "PL": ("Number", "Plur"), "DU": ("Number", "Dual"),
+    "1": ("Person", "1"), "2": ("Person", "2"), "3": ("Person", "3"),
+    "MASC": ("Gender", "Masc"), "FEM": ("Gender", "Fem"), "NEUT": ("Gender", "Neut"),
+    "PRS": ("Tense", "Pres"), "PST": ("Tense", "Past"), "FUT": ("Tense", "Fut"),
+    "IND": ("Mood", "Ind"), "SBJV": ("Mood", "Sub"), "IMP": ("Mood", "Imp"), "COND": ("Mood", "Cnd"),
+    "QUOT": ("Mood", "Qot"), "ACT": ("Voice", "Act"), "PASS": ("Voice", "Pass"), "MID": ("Voice", "Mid"),
+    "NOM": ("Case", "Nom"), "ACC": ("Case", "Acc"), "DAT": ("Case", "Dat"), "GEN": ("Case", "Gen"),
+    "DEF": ("Definite", "Def"), "INDF": ("Definite", "Ind"), "NEG": ("Polarity", "Neg"),
+    "POS": ("Polarity", "Pos"), "PFV": ("Aspect", "Perf"), "IPFV": ("Aspect", "Imp"),
+    "PROG": ("Aspect", "Prog"), "PRF": ("Aspect", "Perf"),
+}
+
+
+class ConlluError(ValueError):
+    """A CoNLL-U or UniMorph file that cannot be read (names the file, and the line where known)."""
+
+
+# ---------------------------------------------------------------- reading CoNLL-U
+
+@dataclass(slots=True)
+class Word:
+    id: int
+    form: str
+    lemma: str
+    upos: str
+    feats: dict
+    head: int
+    deprel: str
+    misc: dict
+    in_mwt: bool = False  # part of a multi-word token: its characters are not its own
+
+
+@dataclass
+class Sentence:
+    sent_id: str
+    text: str | None
+    words: list[Word]
+    tokens: list[tuple[str, list[int]]]  # surface tokens: (form, ids of the words it spells)
+    file: str = ""
+    children: dict = field(default_factory=dict)  # head id -> [Word]
+
+
+@functools.lru_cache(maxsize=None)
+def _attributes(column: str) -> dict:
+    """FEATS or MISC as a dict; cached (the same strings recur), so callers must not mutate it."""
+    if column in ("_", ""):
+        return {}
+    return dict(item.split("=", 1) if "=" in item else (item, "") for item in column.split("|"))
+
+
+def _lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file, plain or gzipped (read whole: much faster than line by line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        data = path.read_bytes()
+        return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8").split("\n")
+    except (UnicodeDecodeError, EOFError, OSError, zlib.error) as err:
+        raise ConlluError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+
+
+def read_conllu(path: str | Path) -> Iterator[Sentence]:
+    """Sentences of a CoNLL-U file, plain or gzipped. Empty nodes (ids like 3.1) are skipped."""
+    path = Path(path)
+    comments: dict[str, str] = {}
+    words: list[Word] = []
+    tokens: list[tuple[str, list[int]]] = []
+    mwt_end = 0
+
+    def sentence() -> Sentence:
+        children: dict[int, list[Word]] = defaultdict(list)
+        for w in words:
+            children[w.head].append(w)
+        return Sentence(comments.get("sent_id", f"{path.name}#{len(words)}"), comments.get("text"),
+                        words, tokens, path.name, children)
+
+    for number, line in enumerate(_lines(path), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            if words:
+                yield sentence()
+            comments, words, tokens, mwt_end = {}, [], [], 0
+        elif line.startswith("#"):
+            key, sep, value = line[1:].partition("=")
+            if sep:
+                comments[key.strip()] = value.strip()
+        else:
+            cols = line.split("\t")
+            if len(cols) != 10:
+                raise ConlluError(f"{path}, line {number}: {len(cols)} tab-separated columns, CoNLL-U has 10")
+            if "." in cols[0]:
+                continue
+            if "-" in cols[0]:
+                first, last = (int(x) for x in cols[0].split("-"))
+                tokens.append((cols[1], list(range(first, last + 1))))
+                mwt_end = last
+                continue
+            try:
+                wid, head = int(cols[0]), int(cols[6]) if cols[6] != "_" else -1
+            except ValueError:
+                raise ConlluError(f"{path}, line {number}: bad id {cols[0]!r} or head {cols[6]!r}") from None
+            word = Word(wid, cols[1], cols[2], cols[3], _attributes(cols[5]), head, cols[7],
+                        _attributes(cols[9]), in_mwt=wid <= mwt_end)
+            words.append(word)
+            if not word.in_mwt:
+                tokens.append((word.form, [wid]))
+    if words:
+        yield sentence()
+
+
+def offsets(sent: Sentence) -> dict[int, tuple[int, int]] | None:
+    """Character span in `text` of every word that is its own token; None when the tokens do not
+    spell the text in order (only whitespace may come between them)."""
+    text, pos, spans = sent.text, 0, {}
+    if text is None:
+        return None
+    for form, ids in sent.tokens:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if not text.startswith(form, pos):
+            return None
+        if len(ids) == 1:
+            spans[ids[0]] = (pos, pos + len(form))
+        pos += len(form)
+    return spans if not text[pos:].strip() else None
+
+
+def sentence_problem(sent: Sentence) -> str | None:
+    """Why a sentence is not used (typo, foreign, style, correction, reparandum), or None."""
+    for w in sent.words:
+        both = {**w.misc, **w.feats}
+        if w.feats.get("Typo") == "Yes" or w.deprel == "goeswith":
+            return "typo"
+        if both.get("Foreign") == "Yes" or w.deprel.endswith(":foreign"):
+            return "foreign"
+        if "Style" in both:
+            return "style"
+        if any(k.startswith("Correct") for k in both):
+            return "correction"
+        if w.deprel.split(":")[0] == "reparandum":
+            return "reparandum"
+    return None
+
+
+# ---------------------------------------------------------------- the lexicon
+
+def _plain(form: str) -> str:
+    return unicodedata.normalize("NFC", form).replace(ZWNJ, "").casefold()
+
+
+def _compatible(a: dict, b: dict) -> bool:
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
+
+
+def _finite(feats: dict) -> bool:
+    verbform = feats.get("VerbForm")
+    return verbform == "Fin" or (verbform is None and ("Person" in feats or "Mood" in feats))
+
+
+def _ud_analysis(feats: dict) -> dict:
+    """The compared features of a UD word; VerbForm=Fin when finite, Polarity=Pos unless marked."""
+    out = {k: v for k, v in feats.items() if k in COMPARED}
+    if "VerbForm" not in out and _finite(feats):
+        out["VerbForm"] = "Fin"
+    out.setdefault("Polarity", "Pos")
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def unimorph_analysis(tags: str) -> dict | None:
+    """UD features of a UniMorph verb tag string, e.g. 'V;IND;PRS;3;SG'; None for non-verbs and COL."""
+    parts = set(tags.replace("+", ";").split(";"))
+    if not any(p == "V" or p.startswith("V.") for p in parts) or "COL" in parts:
+        return None
+    feats = dict(UNIMORPH_FEATURES[p] for p in sorted(parts) if p in UNIMORPH_FEATURES)
+    feats.setdefault("Polarity", "Pos")
+    verbform = next((NON_FINITE[p] for p in sorted(parts) if p in NON_FINITE), "Fin")
+    feats["VerbForm"] = verbform
+    if "V.PTCP.PRS" in parts:
+        feats["Tense"] = "Pres"
+    if "V.PTCP.PST" in parts:
+        feats["Tense"] = "Past"
+    return feats
+
+
+def read_unimorph(path: str | Path) -> Iterator[tuple[str, str, dict]]:
+    """(lemma, form, UD features) of every verb entry of a UniMorph table (TSV, plain or gzipped).
+
+    An entry "X Y" of lemma "X Z" is also yielded as form Y of lemma Z (light verbs, see the module doc).
+    """
+    for line in _lines(path):
+        cols = line.rstrip("\r").split("\t")
+        if len(cols) < 3 or not cols[0] or not cols[1]:
+            continue
+        feats = unimorph_analysis(cols[2])
+        if feats is None:
+            continue
+        lemma, form = unicodedata.normalize("NFC", cols[0]), unicodedata.normalize("NFC", cols[1])
+        yield lemma, form, feats
+        head, _, last = lemma.rpartition(" ")
+        if head and form.startswith(head + " "):
+            yield last, form[len(head) + 1:], feats
+
+
+@dataclass(slots=True)
+class Analysis:
+    form: str
+    feats: dict
+    count: int = 0  # times attested in UD (0: UniMorph only)
+
+
+class Lexicon:
+    """Verb forms with their features, from UD words and UniMorph entries."""
+
+    def __init__(self) -> None:
+        self.ud: dict[str, Counter] = defaultdict(Counter)  # lemma -> (form, feats tuple) -> count
+        self.unimorph: dict[str, set] = defaultdict(set)  # lemma -> {(form, feats tuple)}
+        self.unimorph_by_form: dict[str, set] = defaultdict(set)  # plain form -> lemmas
+        self._cache: dict[tuple, list[Analysis]] = {}
+        self.swaps: dict[tuple, tuple | str] = {}  # swap() results by word and feature
+
+    def add_sentence(self, sent: Sentence) -> None:
+        for w in sent.words:  # words inside multi-word tokens are not surface forms
+            if not w.in_mwt and (w.upos in ("VERB", "AUX") or w.feats.get("VerbForm") == "Part"):
+                key = tuple(sorted(_ud_analysis(w.feats).items()))
+                self.ud[w.lemma][(unicodedata.normalize("NFC", w.form), key)] += 1
+        self._cache.clear()
+        self.swaps.clear()
+
+    def add_file(self, path: str | Path) -> None:
+        """The verb forms of a CoNLL-U file, read without building sentences (for lexicon-only files)."""
+        mwt_end = 0
+        for line in _lines(path):
+            if not line.strip():
+                mwt_end = 0
+            elif line[0].isdigit():
+                cols = line.rstrip("\r").split("\t")
+                if len(cols) != 10 or "." in cols[0]:
+                    continue
+                if "-" in cols[0]:
+                    mwt_end = int(cols[0].split("-")[1])
+                elif int(cols[0]) > mwt_end and (cols[3] in ("VERB", "AUX") or "VerbForm=Part" in cols[5]):
+                    key = tuple(sorted(_ud_analysis(_attributes(cols[5])).items()))
+                    self.ud[cols[2]][(unicodedata.normalize("NFC", cols[1]), key)] += 1
+        self._cache.clear()
+        self.swaps.clear()
+
+    def add_unimorph(self, entries: Iterable[tuple[str, str, dict]]) -> None:
+        for lemma, form, feats in entries:
+            self.unimorph[lemma].add((form, tuple(sorted(feats.items()))))
+            self.unimorph_by_form[_plain(form)].add(lemma)
+        self._cache.clear()
+        self.swaps.clear()
+
+    def analyses(self, word: Word) -> list[Analysis]:
+        """Every analysis of the word's lemma and linked UniMorph paradigms (module doc)."""
+        own = _ud_analysis(word.feats)
+        key = (word.lemma, word.form, tuple(sorted(own.items())))
+        if key not in self._cache:
+            out = [Analysis(form, dict(feats), n) for (form, feats), n in self.ud.get(word.lemma, {}).items()]
+            if word.lemma in self.unimorph:
+                lemmas = {word.lemma}
+            else:
+                plain = _plain(word.form)
+                lemmas = {lemma for lemma in self.unimorph_by_form.get(plain, ())
+                          if any(_plain(f) == plain and _compatible(dict(t), own) for f, t in self.unimorph[lemma])}
+            for lemma in sorted(lemmas):
+                out += [Analysis(_transfer_zwnj(word.form, form), dict(feats))
+                        for form, feats in sorted(self.unimorph[lemma])]
+            self._cache[key] = out
+        return self._cache[key]
+
+
+def _transfer_zwnj(original: str, form: str) -> str:
+    if ZWNJ in form or ZWNJ not in original:
+        return form
+    cuts, k = [], 0
+    for ch in original:
+        if ch == ZWNJ:
+            cuts.append(k)
+        else:
+            k += 1
+    plain = original.replace(ZWNJ, "")
+    for k in reversed(cuts):
+        if 0 < k < len(form) and form[:k] == plain[:k]:
+            form = form[:k] + ZWNJ + form[k:]
+    return form
+
+
+def _match_case(original: str, form: str) -> str:
+    if len(original) > 1 and original.isupper():
+        return form.upper()
+    return (str.upper if original[:1].isupper() else str.lower)(form[:1]) + form[1:]
+
+
+# ---------------------------------------------------------------- items
+
+@dataclass
+class Candidate:
+    """One subject and one agreeing word, before the form swap."""
+    subject: Word
+    word: Word
+    kind: str  # SV or SP
+    feats: dict  # the word's analysis with agreement features filled from the subject
+    tested: tuple  # the agreement features to swap
+
+
+def _subject_features(subject: Word) -> dict:
+    feats = {k: subject.feats[k] for k in AGREEMENT if k in subject.feats}
+    if subject.upos == "NOUN":
+        feats.setdefault("Person", "3")
+    return feats
+
+
+def candidates(sent: Sentence, reasons: Counter) -> list[Candidate]:
+    """Subject-word pairs of a sentence that pass the clause filters (reasons counts the others)."""
+    by_id = {w.id: w for w in sent.words}
+    out = []
+    for subject in sent.words:
+        if subject.deprel not in SUBJECT_RELATIONS or subject.upos not in SUBJECT_UPOS:
+            continue
+        head = by_id.get(subject.head)
+        if head is None:
+            continue
+        kids = sent.children.get(head.id, [])
+        if any(k.deprel == "conj" or k.deprel.startswith("conj:") for k in sent.children.get(subject.id, [])):
+            reasons["conjoined subject"] += 1
+            continue
+        if any(k.deprel.split(":")[0] == "expl" for k in kids):
+            reasons["expletive"] += 1
+            continue
+        if any(k.deprel in ("nsubj:outer", "csubj:outer") for k in kids):
+            reasons["outer subject"] += 1
+            continue
+        # finite auxiliaries and copulas agree; the head agrees in what none of them shows
+        helpers = [k for k in kids if k.deprel in ("aux", "aux:pass", "cop") and _finite(k.feats)]
+        shown = {f for k in helpers for f in AGREEMENT if f in k.feats}
+        words = [(k, set(AGREEMENT)) for k in helpers]
+        if head.upos in ("VERB", "AUX") or head.feats.get("VerbForm") == "Part":
+            words.append((head, set(AGREEMENT) - shown))
+        subject_feats = _subject_features(subject)
+        found = False
+        for word, testable in words:
+            own = _ud_analysis(word.feats)
+            kind = "SP" if own.get("VerbForm") == "Part" else "SV" if own.get("VerbForm") == "Fin" else None
+            feats = {**subject_feats, **own}
+            tested = tuple(f for f in AGREEMENT if f in testable and f in feats)
+            if kind is None or not tested:
+                continue
+            found = True
+            if not _compatible({k: own[k] for k in AGREEMENT if k in own}, subject_feats):
+                reasons["subject-verb feature mismatch"] += 1
+                continue
+            out.append(Candidate(subject, word, kind, feats, tested))
+        if not found:
+            reasons["no agreeing word"] += 1
+    return out
+
+
+def swap(cand: Candidate, feature: str, lexicon: Lexicon) -> tuple[str, str] | str:
+    """(new value, new form) for swapping one feature of the word, or the reason it cannot be done."""
+    word, feats = cand.word, cand.feats
+    value = feats[feature]
+    options = TARGETS[feature].get(value)
+    if not options:
+        return "no target value"
+    key = (word.lemma, word.form, tuple(sorted(feats.items())), feature)
+    if key not in lexicon.swaps:
+        lexicon.swaps[key] = _swap(word, feats, feature, options, lexicon.analyses(word))
+    result = lexicon.swaps[key]
+    return result if isinstance(result, str) else (result[0], _match_case(word.form, result[1]))
+
+
+def _swap(word: Word, feats: dict, feature: str, options: tuple, analyses: list[Analysis]) -> tuple | str:
+    value = feats[feature]
+    original = _plain(word.form)
+    grammatical = {_plain(a.form) for a in analyses if a.feats.get(feature) == value and _compatible(a.feats, feats)}
+    if original not in grammatical:
+        return "form not confirmed"
+    first_reason = None
+    for new in options:
+        target = {**feats, feature: new}
+        found = [a for a in analyses if a.feats.get(feature) == new and _compatible(a.feats, target)]
+        result = _choose(found, target, original, grammatical)
+        if isinstance(result, tuple):
+            return new, result[0]
+        first_reason = first_reason or result
+    return first_reason
+
+
+def _choose(found: list[Analysis], target: dict, original: str, grammatical: set[str]) -> tuple[str] | str:
+    """The target form, or why there is none. The most specific analyses win (most features equal to
+    the target, then fewest features the target lacks); among their forms, one must have at least
+    DOMINANCE times the support of any other (UD count, or 1 for a UniMorph entry), and it must
+    differ from the original and have no analysis with the original value (`grammatical`)."""
+    if not found:
+        return "missing form"
+
+    def specificity(a: Analysis) -> tuple[int, int]:
+        return sum(a.feats.get(k) == v for k, v in target.items()), -len(a.feats.keys() - target.keys())
+
+    best = max(specificity(a) for a in found)
+    support: Counter = Counter()
+    spelling: dict[str, Counter] = defaultdict(Counter)
+    for a in found:
+        if specificity(a) == best:
+            support[_plain(a.form)] += a.count or 1
+            spelling[_plain(a.form)][a.form] += a.count or 1
+    (top, n), *rest = support.most_common()
+    if rest and n < DOMINANCE * rest[0][1]:
+        return "ambiguous target"
+    if top == original:
+        return "identical form"
+    if top in grammatical:
+        return "ambiguous form"
+    form = min(spelling[top], key=lambda f: (-spelling[top][f], f))
+    return "multi-word form" if " " in form.strip() else (form,)
+
+
+def sentence_items(sent: Sentence, lang: str, lexicon: Lexicon, reasons: Counter) -> list[dict]:
+    """The MultiBLiMP rows of one sentence (reasons counts everything dropped)."""
+    problem = sentence_problem(sent)
+    if problem:
+        reasons[problem] += 1
+        return []
+    spans = offsets(sent)
+    if spans is None:
+        reasons["text does not match tokens"] += 1
+        return []
+    rows = []
+    for cand in candidates(sent, reasons):
+        word, span = cand.word, spans.get(cand.word.id)
+        for feature in cand.tested:
+            code = AGREEMENT[feature]
+            if span is None:
+                reasons["verb inside a multi-word token"] += 1
+                continue
+            result = swap(cand, feature, lexicon)
+            if isinstance(result, str):
+                reasons[result] += 1
+                continue
+            new_value, new_form = result
+            text = sent.text
+            meta = {"file": sent.file, "sent_id": sent.sent_id, "verb_id": word.id, "child_id": cand.subject.id,
+                    "lemma": word.lemma, "upos": word.upos, "deprel": word.deprel}
+            rows.append({
+                "sen": text, "verb": word.form, "wrong_sen": text[:span[0]] + new_form + text[span[1]:],
+                "wrong_verb": new_form, "phenomenon": f"{cand.kind}-{code}", "lang": lang,
+                "grammatical_feature": cand.feats[feature], "ungrammatical_feature": new_value,
+                "child": cand.subject.form, "distance": word.id - cand.subject.id,
+                "prefix": text[:span[0]].rstrip(), "metadata": json.dumps(meta, ensure_ascii=False),
+            })
+    return rows
+
+
+# ---------------------------------------------------------------- building and balancing
+
+def _rank(seed: int, row: dict) -> str:
+    return hashlib.sha256(f"{seed}\x00{row['sen']}\x00{row['wrong_sen']}".encode()).hexdigest()
+
+
+def balance(rows: list[dict], seed: int = 0, max_share: float = 0.5) -> list[dict]:
+    """Subsample so that within each phenomenon no grammatical feature value exceeds max_share of the
+    items (see the module doc); the kept rows stay in their order."""
+    if not 0 < max_share <= 1:
+        raise ValueError(f"max_share must be in (0, 1], got {max_share}")
+    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, row in enumerate(rows):
+        groups[row["phenomenon"]][row["grammatical_feature"]].append(i)
+    keep: set[int] = set()
+    for values in groups.values():
+        sizes = {v: len(idx) for v, idx in values.items()}
+        for v, idx in values.items():
+            others = sum(sizes.values()) - sizes[v]
+            # largest n with n / (n + others) <= max_share
+            cap = len(idx) if max_share == 1 else int(max_share * others / (1 - max_share) + 1e-9)
+            keep.update(sorted(idx, key=lambda i: _rank(seed, rows[i]))[:cap])
+    return [row for i, row in enumerate(rows) if i in keep]
+
+
+@dataclass
+class Built:
+    pairs: pd.DataFrame
+    reasons: Counter  # why candidate items and sentences were dropped
+    before_balance: Counter  # items per phenomenon before balancing
+    sentences: int
+
+
+def build_lexicon(conllu_files: Iterable[str | Path], unimorph: str | Path | None = None) -> Lexicon:
+    lexicon = Lexicon()
+    for path in conllu_files:
+        lexicon.add_file(path)
+    if unimorph is not None:
+        lexicon.add_unimorph(read_unimorph(unimorph))
+    return lexicon
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Parsing creates millions of small objects, none cyclic: the cyclic collector only costs time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def build_pairs(conllu_files: Iterable[str | Path], lang: str, unimorph: str | Path | None = None,
+                lexicon_files: Iterable[str | Path] = (), seed: int = 0, max_share: float = 0.5) -> Built:
+    """MultiBLiMP rows (COLUMNS) from the sentences of `conllu_files`; forms from those files, the
+    extra `lexicon_files` and the UniMorph table."""
+    try:
+        code = languages.to_code(lang)
+    except ValueError:  # any language with a treebank: its code is taken as given
+        code = lang
+    conllu_files = [Path(f) for f in conllu_files]
+    with _no_gc():
+        sentences = [s for f in conllu_files for s in read_conllu(f)]
+        extra = {Path(f).resolve() for f in lexicon_files} - {f.resolve() for f in conllu_files}
+        lexicon = build_lexicon(sorted(extra), unimorph)
+        for sent in sentences:
+            lexicon.add_sentence(sent)
+        reasons: Counter = Counter()
+        rows, seen = [], set()
+        for sent in sentences:
+            for row in sentence_items(sent, code, lexicon, reasons):
+                if (row["sen"], row["wrong_sen"]) not in seen:
+                    seen.add((row["sen"], row["wrong_sen"]))
+                    rows.append(row)
+    before = Counter(r["phenomenon"] for r in rows)
+    rows = balance(rows, seed, max_share)
+    return Built(pd.DataFrame(rows, columns=COLUMNS), reasons, before, len(sentences))
+
+
+def write_data_tsv(pairs: pd.DataFrame, path: str | Path) -> Path:
+    """Write pairs as a MultiBLiMP data.tsv (tab-separated, header, csv quoting), atomically."""
+    buffer = io.StringIO()
+    pairs.to_csv(buffer, sep="\t", index=False, columns=[c for c in COLUMNS if c in pairs] +
+                 [c for c in pairs if c not in COLUMNS], lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    artifacts.atomic_write_text(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def counts(pairs: pd.DataFrame) -> dict[str, int]:
+    """Pairs per phenomenon (every phenomenon listed, zeros included) and the total."""
+    found = Counter(pairs["phenomenon"]) if len(pairs) else Counter()
+    return {**{ph: int(found.get(ph, 0)) for ph in PHENOMENA}, "total": int(len(pairs))}
+
+
+# ---------------------------------------------------------------- the data folder
+
+def treebanks(data_dir: str | Path) -> dict[str, list[Path]]:
+    """ISO code -> its `ud/UD_<Language>-<Treebank>` folders, for the languages of `languages`."""
+    out: dict[str, list[Path]] = defaultdict(list)
+    ud = Path(data_dir) / "ud"
+    for folder in sorted(ud.glob("UD_*")) if ud.is_dir() else []:
+        name = folder.name[3:].split("-")[0].lower()
+        try:
+            out[languages.to_code(name)].append(folder)
+        except ValueError:
+            continue
+    return dict(out)
+
+
+def heldout_files(data_dir: str | Path, lang: str) -> list[Path]:
+    """Each treebank's test file(s), or its dev file(s) where there is no test; never ud/oldtrain."""
+    files = []
+    for folder in treebanks(data_dir).get(languages.to_code(lang), []):
+        files += sorted(folder.glob("*-test.conllu.gz")) or sorted(folder.glob("*-dev.conllu.gz"))
+    return files
+
+
+def lexicon_files(data_dir: str | Path, lang: str) -> list[Path]:
+    """Every CoNLL-U file of the language's treebank folders (forms only; never ud/oldtrain)."""
+    return [f for folder in treebanks(data_dir).get(languages.to_code(lang), [])
+            for f in sorted(folder.glob("*.conllu.gz"))]
+
+
+def unimorph_file(data_dir: str | Path, lang: str) -> Path | None:
+    path = Path(data_dir) / "unimorph" / f"{languages.to_code(lang)}.gz"
+    return path if path.is_file() else None
+
+
+def build_language(data_dir: str | Path, lang: str, seed: int = 0, max_share: float = 0.5) -> Built:
+    """Pairs of one language from its held-out UD files, with every UD file and UniMorph as lexicon."""
+    files = heldout_files(data_dir, lang)
+    if not files:
+        raise FileNotFoundError(f"no UD treebank for {lang!r} under {Path(data_dir) / 'ud'}")
+    return build_pairs(files, lang, unimorph_file(data_dir, lang), lexicon_files(data_dir, lang), seed, max_share)
