@@ -122,8 +122,8 @@ def cmd_merge(args) -> int:
     if args.mergekit_yaml and method.mergekit_name is None:
         raise MergeError(f"merge method {method.name} has no mergekit equivalent (--mergekit-yaml)")
     out = merging.merge_models(method.name, args.models, args.out, base_dir=args.base, weights=weights,
-                               dtype=args.dtype, overwrite=args.overwrite, progress=sys.stderr.isatty(),
-                               **params)
+                               importances=args.importance, dtype=args.dtype, overwrite=args.overwrite,
+                               progress=sys.stderr.isatty(), **params)
     manifest = json.loads((out / "merge.json").read_text())
     settings = ", ".join(f"{k}={v}" for k, v in manifest["parameters"].items())
     print(f"merged {n} models with {method.name} ({settings}; weights {manifest['weights']}) -> {out} "
@@ -131,6 +131,28 @@ def cmd_merge(args) -> int:
     if args.mergekit_yaml:
         artifacts.atomic_write_text(Path(args.mergekit_yaml), (out / "mergekit_config.yml").read_text())
         print(f"wrote the mergekit config to {args.mergekit_yaml}")
+    return 0
+
+
+def cmd_fisher(args) -> int:
+    import torch
+
+    from . import fisher, merging, modeling
+    from .packing import PackedTokens
+
+    model = modeling.load_model(args.model_dir)
+    try:
+        examples = fisher.windows(PackedTokens(args.tokens), args.seq_len, args.n_tokens)
+    except ValueError as e:  # PackedTokensError included
+        print(f"hyperllama fisher: {e}", file=sys.stderr)
+        return 2
+    with torch.enable_grad():
+        values = fisher.diagonal_fisher(model, examples, progress=sys.stderr.isatty())
+    if not args.no_normalize:
+        values = fisher.normalize(values)
+    out = fisher.save_fisher(values, args.out, sorted(merging.tensor_files(Path(args.model_dir))))
+    print(f"diagonal Fisher of {args.model_dir} on {len(examples)} windows of {args.seq_len} tokens "
+          f"from {args.tokens} -> {out}")
     return 0
 
 
@@ -285,9 +307,22 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="any other method parameter (repeatable), e.g. --param eps=1e-6 --param rescale=false")
     me.add_argument("--dtype", choices=list(DTYPES), default="float32", help="output dtype (math is float32)")
+    me.add_argument("--importance", nargs="+", metavar="FILE",
+                    help="one diagonal-Fisher safetensors per model, in model order (fisher, fisher_ties; "
+                         "made by `hyperllama fisher`)")
     me.add_argument("--mergekit-yaml", metavar="PATH", help="also write the mergekit config to PATH")
     me.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     me.set_defaults(func=cmd_merge)
+
+    fi = sub.add_parser("fisher", help="diagonal Fisher of a model folder on a packed token file "
+                                       "(the importances of the fisher and fisher_ties merges)")
+    fi.add_argument("model_dir", metavar="MODEL_DIR")
+    fi.add_argument("tokens", metavar="TOKENS_BIN", help="a packed token file (01_data's train/<lang>.bin)")
+    fi.add_argument("--out", required=True, metavar="FILE", help="output safetensors file")
+    fi.add_argument("--n-tokens", type=_positive_int, default=8192, help="tokens to use (default 8192)")
+    fi.add_argument("--seq-len", type=_positive_int, default=128, help="window length (default 128)")
+    fi.add_argument("--no-normalize", action="store_true", help="keep the raw scale (default: mean 1)")
+    fi.set_defaults(func=cmd_fisher)
 
     sp = sub.add_parser("score-pairs", help="minimal-pair accuracy of a model folder on a BLiMP or MultiBLiMP file",
                         description="Score minimal pairs: a pair is correct when the summed log-probability of the "

@@ -5,9 +5,10 @@ held-out split and the parallel UDHR text).
 
 Results are tidy rows (model, kind, setup, trained_on, step, tokens, flops_*, final, benchmark, lang,
 metric, value, source). step/tokens/flops count the adaptation stage: 0 for the English bases and for
-merges (they add no training). Final models get every language; checkpoints get the language(s) they
-are trained on and English (MultiBLiMP: only their own languages), which is what the learning curves
-need. MultiBLiMP rows have benchmark "multiblimp", metrics "accuracy" and "accuracy:<phenomenon>", and
+merges (they add no training). Final models get every benchmark in every language. Checkpoints get
+English BLiMP and MultiBLiMP in the language(s) they are trained on, which is what the learning curves
+need; their bits per byte come from training itself, which measured the same held-out split at every
+`train_eval_every_tokens` (`cpt.curves`, each stage's curve.csv). MultiBLiMP rows have benchmark "multiblimp", metrics "accuracy" and "accuracy:<phenomenon>", and
 source "released" (multiblimp_dir or the Hub) or "built" (01_data's pairs from UD). Each (model, step)
 is its own step of the manifest, so re-running evaluates only what is missing or changed.
 """
@@ -136,7 +137,9 @@ def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok,
         rows += [{**common, "benchmark": "blimp", "lang": languages.ENGLISH, "metric": metric,
                   "value": summary[metric]} for metric in BLIMP_METRICS if metric in summary]
         rows += multiblimp_rows(model, tok, entry, multiblimp or {}, common, p, device)
-        benches = [("heldout", dp.heldout)] + ([("udhr", dp.udhr)] if entry.final else [])
+        # Checkpoints get no bits per byte here: training measured the same held-out split at every
+        # `train_eval_every_tokens` (curve.csv), which is what the learning-curve figures draw.
+        benches = [("heldout", dp.heldout), ("udhr", dp.udhr)] if entry.final else []
         for lang in entry.langs:
             for bench, path_of in benches:
                 path = path_of(lang)

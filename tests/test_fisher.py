@@ -150,3 +150,29 @@ def test_fisher_merges_on_disk(tmp_path):
         merged = LlamaForCausalLM.from_pretrained(out)
         assert torch.isfinite(merged(torch.tensor([[1, 2, 3]])).logits).all()
         assert not (out / "mergekit_config.yml").exists()  # mergekit has no such method
+
+
+def test_cli_fisher_then_merge(tmp_path, capsys):
+    from hyperllama_lib.cli import main
+
+    tokens = tmp_path / "train.bin"
+    write_tokens(tokens, [list(np.random.default_rng(i).integers(0, VOCAB, 40)) for i in range(10)], VOCAB)
+    tiny_model().save_pretrained(tmp_path / "base")
+    models, fishers = [], []
+    for i in range(2):
+        model = tiny_model()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        model.save_pretrained(tmp_path / f"m{i}")
+        models.append(str(tmp_path / f"m{i}"))
+        fishers.append(str(tmp_path / f"f{i}.safetensors"))
+        assert main(["fisher", models[-1], str(tokens), "--out", fishers[-1], "--n-tokens", "64",
+                     "--seq-len", "16"]) == 0
+    assert "4 windows of 16 tokens" in capsys.readouterr().out
+    out = tmp_path / "merged"
+    assert main(["merge", "--method", "fisher_ties", "--base", str(tmp_path / "base"), "--out", str(out),
+                 *models, "--importance", *fishers]) == 0
+    assert torch.isfinite(LlamaForCausalLM.from_pretrained(out)(torch.tensor([[1, 2]])).logits).all()
+    assert main(["fisher", models[0], str(tokens), "--out", fishers[0], "--seq-len", "5000"]) == 2
+    assert "fewer than one window" in capsys.readouterr().err

@@ -175,8 +175,10 @@ if (example / "mergekit_config.yml").exists():
 a pair is correct when the summed log-probability of the good sentence, conditioned on BOS, exceeds that of
 the bad one. Language modelling is measured as **bits per byte** on held-out text of every language, a
 normalisation independent of the tokenizer, so 1x and 2x models compare fairly; the UDHR gives a second,
-parallel held-out text. Every checkpoint saved during continued pretraining is evaluated too, so the
-analysis can draw accuracy and bits per byte against target tokens and training FLOPs. Results are tidy
+parallel held-out text. Every checkpoint saved during continued pretraining is scored on BLiMP and
+MultiBLiMP too, so the analysis can draw accuracy against target tokens and training FLOPs; bits per byte
+along the way come from training itself, which measured the same held-out split every
+`train_eval_every_tokens`. Results are tidy
 rows (model, setup, trained_on, step, tokens, flops, final, benchmark, lang, metric, value); a model or
 checkpoint already evaluated with the same settings is not evaluated again.
 
