@@ -135,24 +135,16 @@ def cmd_merge(args) -> int:
 
 
 def cmd_fisher(args) -> int:
-    import torch
+    from . import fisher
 
-    from . import fisher, merging, modeling
-    from .packing import PackedTokens
-
-    model = modeling.load_model(args.model_dir)
     try:
-        examples = fisher.windows(PackedTokens(args.tokens), args.seq_len, args.n_tokens)
-    except ValueError as e:  # PackedTokensError included
+        n = fisher.estimate_to_file(args.model_dir, args.tokens, args.out, args.seq_len, args.n_tokens,
+                                    normalize_mean=not args.no_normalize, progress=sys.stderr.isatty())
+    except ValueError as e:  # too short a token file; PackedTokensError included
         print(f"hyperllama fisher: {e}", file=sys.stderr)
         return 2
-    with torch.enable_grad():
-        values = fisher.diagonal_fisher(model, examples, progress=sys.stderr.isatty())
-    if not args.no_normalize:
-        values = fisher.normalize(values)
-    out = fisher.save_fisher(values, args.out, sorted(merging.tensor_files(Path(args.model_dir))))
-    print(f"diagonal Fisher of {args.model_dir} on {len(examples)} windows of {args.seq_len} tokens "
-          f"from {args.tokens} -> {out}")
+    print(f"diagonal Fisher of {args.model_dir} on {n} windows of {args.seq_len} tokens "
+          f"from {args.tokens} -> {args.out}")
     return 0
 
 
@@ -338,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N|auto",
                     help="sentences per batch; auto (default) fits batches to --memory-budget-gb")
     sp.add_argument("--memory-budget-gb", type=float, default=None,
-                    help="activation memory for --batch-size auto (default: 2 on CPU, half the free GPU memory)")
+                    help="activation memory for --batch-size auto (default: 0.0625 on CPU, half the free GPU memory)")
     sp.add_argument("--max-pairs", type=_positive_int, default=None, metavar="N",
                     help="score a fixed random sample (seed 0) of N pairs, kept in file order")
     sp.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")

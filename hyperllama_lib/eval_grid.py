@@ -93,7 +93,7 @@ def models(p: Params, checkpoints: bool = True) -> list[ModelEntry]:
                 # kind "merged": the merge of all languages; "merged_subset": the paper's smaller subsets
                 out.append(ModelEntry(name, "merged" if full else "merged_subset", setup, method,
                                       merge_grid.merged_model(p, setup, method, langs),
-                                      merge_grid.step_name(setup, method, langs, full),
+                                      merge_grid.step_name(p, setup, method, langs),
                                       langs=[languages.ENGLISH, *langs]))
     return [m for m in out if manifest.entry(m.producer) is not None]
 

@@ -533,15 +533,18 @@ def score_windows(model: torch.nn.Module, windows: Sequence[Sequence[int]],
     model.to(device).eval()
     out = np.zeros(len(windows), dtype=np.float64)
     batches = _plan_batches(model, [len(w) for w in windows], batch_size, device, memory_budget_gb)
+    # Llama-family models go through the lean forward; anything else through its own forward.
+    scorer = fast_llama.LlamaScorer(model) if fast_llama.unsupported_reason(model) is None else None
     with torch.inference_mode():
         for batch in tqdm(batches, desc=desc, disable=not progress):
-            out[batch] = _score_batch(model, [windows[i] for i in batch],
+            out[batch] = _score_batch(model, scorer, [windows[i] for i in batch],
                                       [n_scored[i] for i in batch], device, dtype)
     return out
 
 
-def _score_batch(model: torch.nn.Module, windows: list[Sequence[int]], n_scored: list[int],
-                 device: torch.device, dtype: str | torch.dtype | None) -> np.ndarray:
+def _score_batch(model: torch.nn.Module, scorer: fast_llama.LlamaScorer | None,
+                 windows: list[Sequence[int]], n_scored: list[int], device: torch.device,
+                 dtype: str | torch.dtype | None) -> np.ndarray:
     width = max(len(w) for w in windows)
     ids = torch.tensor([list(w) + [0] * (width - len(w)) for w in windows], device=device)
     lengths = torch.tensor([len(w) for w in windows], device=device).unsqueeze(1)
@@ -550,8 +553,8 @@ def _score_batch(model: torch.nn.Module, windows: list[Sequence[int]], n_scored:
     positions = torch.arange(width - 1, device=device)
     scored = (positions >= first) & (positions < lengths - 1)
     with _autocast(device, dtype):
-        if fast_llama.unsupported_reason(model) is None:
-            token_logprobs = fast_llama.LlamaScorer(model).token_logprobs(ids, scored)
+        if scorer is not None:
+            token_logprobs = scorer.token_logprobs(ids, scored)
         else:
             attention = (torch.arange(width, device=device) < lengths).long()
             logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1]

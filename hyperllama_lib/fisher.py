@@ -93,3 +93,19 @@ def normalize(fisher: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return fisher
     scaled = {key: t / mean for key, t in unique.items()}  # tied names keep sharing one tensor
     return {name: scaled[id(t)] for name, t in fisher.items()}
+
+
+def estimate_to_file(model_dir: str | Path, tokens: str | Path, out: str | Path, seq_len: int,
+                     n_tokens: int, normalize_mean: bool = True, progress: bool = False) -> int:
+    """Estimate a model folder's diagonal Fisher on a packed token file and save it under the
+    checkpoint's tensor names (`save_fisher`); returns the number of windows used."""
+    from . import merging, modeling  # merging and modeling are heavier; only this entry point needs them
+
+    examples = windows(PackedTokens(tokens), seq_len, n_tokens)
+    model = modeling.load_model(model_dir)
+    with torch.enable_grad():
+        values = diagonal_fisher(model, examples, progress=progress)
+    if normalize_mean:
+        values = normalize(values)
+    save_fisher(values, out, sorted(merging.tensor_files(Path(model_dir))))
+    return len(examples)

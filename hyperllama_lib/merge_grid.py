@@ -11,10 +11,8 @@ from itertools import combinations
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from . import artifacts, cpt, data, fisher, merging, modeling, upscale
-from .packing import PackedTokens
+from . import artifacts, cpt, data, fisher, merging, upscale
 from .params import MissingInputError, Params
 
 MERGE_KEYS = ["merge_density", "merge_weight", "merge_normalize", "merge_dtype", "seed", "fisher_floor"]
@@ -44,9 +42,10 @@ def merged_model(p: Params, setup: str, method: str, langs: tuple[str, ...] | No
     return root / "subsets" / subset_label(langs) / method
 
 
-def step_name(setup: str, method: str, langs: tuple[str, ...] | None = None,
-              full: bool = True) -> str:
-    return f"merge/{setup}/{method}" if full or langs is None else f"merge/{setup}/{method}/{subset_label(langs)}"
+def step_name(p: Params, setup: str, method: str, langs: tuple[str, ...] | None = None) -> str:
+    if langs is None or is_full(p, langs):
+        return f"merge/{setup}/{method}"
+    return f"merge/{setup}/{method}/{subset_label(langs)}"
 
 
 def fisher_path(p: Params, setup: str, lang: str) -> Path:
@@ -72,13 +71,8 @@ def estimate_fisher(p: Params, setup: str, lang: str, model_dir: Path, model_fp:
     out = fisher_path(p, setup, lang)
     with artifacts.Step(p.run_path, f"fisher/{setup}/{lang}", params, [model_fp], log=log) as s:
         if s.todo:
-            model = modeling.load_model(model_dir)
-            examples = fisher.windows(PackedTokens(data.paths(p).train(lang)), p.seq_len, p.fisher_tokens)
-            with torch.enable_grad():
-                values = fisher.diagonal_fisher(model, examples)
-            if p.fisher_normalize:
-                values = fisher.normalize(values)
-            fisher.save_fisher(values, out, sorted(merging.tensor_files(model_dir)))
+            fisher.estimate_to_file(model_dir, data.paths(p).train(lang), out, p.seq_len, p.fisher_tokens,
+                                    p.fisher_normalize)
             s.outputs = [out]
     return artifacts.Manifest(p.run_path).entry(f"fisher/{setup}/{lang}")["fingerprint"]
 
@@ -94,12 +88,11 @@ def run(p: Params, log=print) -> pd.DataFrame:
             if needs_fisher and not fisher_fps:
                 fisher_fps = {lang: estimate_fisher(p, setup, lang, *inputs[lang], log=log) for lang in p.langs}
             for langs in subsets(p):
-                full = is_full(p, langs)
                 models = [inputs[lang][0] for lang in langs]
                 fps = [inputs[lang][1] for lang in langs] + ([fisher_fps[lang] for lang in langs] if needs_fisher else [])
                 params = {**p.subset(MERGE_KEYS), "method": method, "langs": list(langs)}
                 out = merged_model(p, setup, method, langs)
-                with artifacts.Step(p.run_path, step_name(setup, method, langs, full), params, fps, log=log) as s:
+                with artifacts.Step(p.run_path, step_name(p, setup, method, langs), params, fps, log=log) as s:
                     if s.todo:
                         merging.merge_models(
                             method, models, out, base_dir=base, weights=[p.merge_weight] * len(models),

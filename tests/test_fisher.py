@@ -129,21 +129,28 @@ def test_fisher_ties_trims_by_saliency_and_averages_by_fisher():
     assert not torch.allclose(got, ties)  # TIES keeps a's large but unimportant entries
 
 
-def test_fisher_merges_on_disk(tmp_path):
-    rng = np.random.default_rng(0)
-    dirs, fishers = [], []
-    for i in range(2):
+def save_language_models(root, n: int = 2) -> list:
+    """The base (tiny_model) at root/base and n perturbed copies at root/m<i>; returns the copies' folders."""
+    tiny_model().save_pretrained(root / "base")
+    folders = []
+    for i in range(n):
         model = tiny_model()
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.01 * torch.randn_like(p))
-        folder = tmp_path / f"m{i}"
-        model.save_pretrained(folder)
+        model.save_pretrained(root / f"m{i}")
+        folders.append(root / f"m{i}")
+    return folders
+
+
+def test_fisher_merges_on_disk(tmp_path):
+    rng = np.random.default_rng(0)
+    dirs, fishers = save_language_models(tmp_path), []
+    for i, folder in enumerate(dirs):
+        model = LlamaForCausalLM.from_pretrained(folder)
         values = fisher.normalize(fisher.diagonal_fisher(model, [rng.integers(0, VOCAB, 9)]))
         fishers.append(fisher.save_fisher(values, tmp_path / f"f{i}.safetensors",
                                           sorted(merging.tensor_files(folder))))
-        dirs.append(folder)
-    tiny_model().save_pretrained(tmp_path / "base")
     for method in ("fisher", "fisher_ties"):
         out = merging.merge_models(method, dirs, tmp_path / method, base_dir=tmp_path / "base",
                                    importances=fishers)
@@ -157,17 +164,10 @@ def test_cli_fisher_then_merge(tmp_path, capsys):
 
     tokens = tmp_path / "train.bin"
     write_tokens(tokens, [list(np.random.default_rng(i).integers(0, VOCAB, 40)) for i in range(10)], VOCAB)
-    tiny_model().save_pretrained(tmp_path / "base")
-    models, fishers = [], []
-    for i in range(2):
-        model = tiny_model()
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.01 * torch.randn_like(p))
-        model.save_pretrained(tmp_path / f"m{i}")
-        models.append(str(tmp_path / f"m{i}"))
-        fishers.append(str(tmp_path / f"f{i}.safetensors"))
-        assert main(["fisher", models[-1], str(tokens), "--out", fishers[-1], "--n-tokens", "64",
+    models = [str(folder) for folder in save_language_models(tmp_path)]
+    fishers = [str(tmp_path / f"f{i}.safetensors") for i in range(len(models))]
+    for model, fisher_file in zip(models, fishers):
+        assert main(["fisher", model, str(tokens), "--out", fisher_file, "--n-tokens", "64",
                      "--seq-len", "16"]) == 0
     assert "4 windows of 16 tokens" in capsys.readouterr().out
     out = tmp_path / "merged"

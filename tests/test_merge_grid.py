@@ -16,5 +16,5 @@ def test_subsets_full_and_all(tmp_path):
     paths = {merge_grid.merged_model(p, "1x", "ties", s) for s in every}
     assert len(paths) == 26
     assert merge_grid.merged_model(p, "1x", "ties", every[0]) == p.run_path / "models" / "merged" / "1x" / "ties"
-    names = {merge_grid.step_name("1x", "ties", s, merge_grid.is_full(p, s)) for s in every}
+    names = {merge_grid.step_name(p, "1x", "ties", s) for s in every}
     assert len(names) == 26 and "merge/1x/ties" in names and "merge/1x/ties/est+fao" in names

@@ -21,11 +21,10 @@ import json
 import pytest
 import torch
 import yaml
-from safetensors import safe_open
 
 from hyperllama_lib import merging as mg
 from hyperllama_lib import modeling
-from test_merging import make_tokenizer
+from test_merging import load_tensors, make_tokenizer
 
 try:
     from mergekit.config import MergeConfiguration
@@ -36,14 +35,6 @@ except ImportError as e:  # pragma: no cover - depends on the environment
                 "tests", allow_module_level=True)
 
 N_MODELS = 3
-
-
-def load_tensors(model_dir) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, path in mg.tensor_files(model_dir).items():
-        with safe_open(path, framework="pt") as f:
-            out[name] = f.get_tensor(name)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -147,6 +147,16 @@ def combine_task_vectors(base: Tensor, deltas: Sequence[Tensor], weights: Tensor
     return base + merged
 
 
+def dare(tensors: Iterable[Tensor], base: Tensor, weights: Tensor, density: float, normalize: bool,
+         rescale: bool, seed: int, consensus: bool) -> Tensor:
+    """DARE: drop each task-vector entry with probability 1 - density and rescale (`random_prune`;
+    one generator per tensor, models drawn in order), then combine (`combine_task_vectors`)."""
+    base = base.float()
+    g = torch.Generator().manual_seed(seed)
+    deltas = [random_prune(d, density, rescale, g, inplace=True) for d in task_vectors(tensors, base)]
+    return combine_task_vectors(base, deltas, weights, consensus=consensus, normalize=normalize)
+
+
 def task_vectors(tensors: Iterable[Tensor], base: Tensor) -> Iterator[Tensor]:
     """theta_i - base in float32, a new tensor per model, made one at a time (so a lazily read
     model tensor can be freed before the next is read)."""

@@ -3,19 +3,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
-from ._base import MergeMethod, Tensor, combine_task_vectors, random_prune, task_vectors
+from ._base import MergeMethod, Tensor, dare
 
 
 def dare_ties(tensors: Sequence[Tensor], base: Tensor, weights: Tensor, density: float = 0.5,
               normalize: bool = True, rescale: bool = True, seed: int = 0) -> Tensor:
-    """Drop each task-vector entry with probability 1 - density and rescale (`random_prune`; one
-    generator per tensor, models drawn in order), then TIES-combine as `ties` does."""
-    base = base.float()
-    g = torch.Generator().manual_seed(seed)
-    deltas = [random_prune(d, density, rescale, g, inplace=True) for d in task_vectors(tensors, base)]
-    return combine_task_vectors(base, deltas, weights, consensus=True, normalize=normalize)
+    """Drop and rescale (`dare`), then TIES-combine as `ties` does."""
+    return dare(tensors, base, weights, density, normalize, rescale, seed, consensus=True)
 
 
 METHOD = MergeMethod("dare_ties", dare_ties,
