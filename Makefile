@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SCALE ?= tiny
+JOBS ?= 2
 
 .PHONY: reproduce test env
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 reproduce: $(STAMP)
-	$(VENV)/bin/hyperllama reproduce --scale $(SCALE)
+	$(VENV)/bin/hyperllama reproduce --scale $(SCALE) --jobs $(JOBS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

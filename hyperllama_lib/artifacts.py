@@ -29,12 +29,16 @@ from typing import Any, Iterator
 from . import __version__
 
 MANIFEST = "manifest.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK  # mkstemp makes 0600 files; finished files get the usual permissions
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -57,6 +61,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -73,6 +78,7 @@ def atomic_dir(dst: Path) -> Iterator[Path]:
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
         if dst.exists():
@@ -262,6 +268,7 @@ class Step:
         self.outputs: list[Path] = []
         self.extra: dict[str, Any] = {}
         self.log = log
+        note_step(name, self.fp)
 
     def __enter__(self) -> "Step":
         self.started = time.time()
@@ -274,6 +281,18 @@ class Step:
         if exc_type is None and self.todo:
             self.manifest.record(self.name, self.fp, self.params, self.outputs, self.started, self.extra)
             self.log(f"[{self.name}] done in {time.time() - self.started:.1f}s")
+
+
+# The grid runner (grid.py) sets this to a file per job: every step a job runs or finds done is noted
+# there, so a later run can tell whether the job's results are still in place.
+JOB_STEPS_ENV = "HYPERLLAMA_JOB_STEPS"
+
+
+def note_step(name: str, fp: str) -> None:
+    path = os.environ.get(JOB_STEPS_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{name}\t{fp}\n")
 
 
 def step_fingerprint(run_dir: Path, name: str) -> str | None:

@@ -1,4 +1,4 @@
-"""The `hyperllama` command: reproduce the paper at a scale, HyperClone a model folder, merge model
+"""The `hyperllama` command: reproduce the paper at a scale (and show its status or plan), HyperClone a model folder, merge model
 folders, score minimal pairs with a model folder, or build agreement pairs from UD treebanks."""
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from pathlib import Path
 
 import yaml
 
-from . import artifacts, languages
+from . import artifacts
 from .evaluation import PAIR_FORMATS, PairsFormatError
 from .merging import DTYPES, METHODS, MergeError
 from .modeling import ModelFolderError
-from .params import REPO_ROOT, SCALES, MissingInputError, ParamError, load_params
+from .params import SCALES, MissingInputError, ParamError, load_params
 from .ud_pairs import ConlluError
 
-NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -31,42 +30,53 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
-def plan_notebooks(p) -> list[tuple[str, dict]]:
-    """The notebook runs of a reproduction, in dependency order: (notebook, extra parameters)."""
-    runs = [("01_data", {}), ("02_upscale", {})]
-    runs += [("03_cpt", {"lang": lang}) for lang in [*p.langs, languages.MULTILINGUAL]]
-    runs += [("04_merge", {}), ("05_eval", {}), ("06_analysis", {})]
-    return runs
-
-
-def cmd_reproduce(args) -> int:
-    import papermill as pm
-
+def _grid_params(args):
+    """Params of a grid command and the overrides every notebook gets (validated before any work)."""
     overrides = _overrides(args.set)
     if args.langs:
         overrides["langs"] = [s.strip() for s in args.langs.split(",")]
     if args.run_dir:
         overrides["run_dir"] = str(Path(args.run_dir).resolve())
-    p = load_params(args.scale, overrides)  # validate everything before any work
-    executed = p.run_path / "notebooks"
-    executed.mkdir(parents=True, exist_ok=True)
+    return load_params(args.scale, overrides, need_data=args.command == "reproduce"), overrides
+
+
+def cmd_reproduce(args) -> int:
+    from . import grid
+
+    p, overrides = _grid_params(args)
     started = time.time()
-    for notebook, extra in plan_notebooks(p):
-        suffix = f"-{extra['lang']}" if "lang" in extra else ""
-        out = executed / f"{notebook}{suffix}.ipynb"
-        t0 = time.time()
-        print(f"[reproduce] {notebook}{suffix} ...", flush=True)
-        try:
-            pm.execute_notebook(str(NOTEBOOKS / f"{notebook}.ipynb"), str(out),
-                                parameters={"scale": p.scale, **overrides, **extra},
-                                cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3")
-        except pm.PapermillExecutionError as e:
-            print(f"[reproduce] {notebook}{suffix} failed: {e.ename}: {e.evalue} (executed notebook: {out})",
-                  file=sys.stderr)
-            return 1
-        print(f"[reproduce] {notebook}{suffix} done in {time.time() - t0:.0f}s -> {out}", flush=True)
-    print(f"[reproduce] scale {p.scale} finished in {time.time() - started:.0f}s; figures in "
-          f"{p.publish_path / 'figures'}, tables in {p.publish_path / 'tables'}, run in {p.run_path}")
+    try:
+        code = grid.Runner(p, overrides, parallel=args.jobs, only=args.only).run()
+    except RuntimeError as e:  # the run directory is busy
+        print(f"hyperllama reproduce: {e}", file=sys.stderr)
+        return 2
+    if code == 0:
+        print(f"[reproduce] scale {p.scale} finished in {time.time() - started:.0f}s; figures in "
+              f"{p.publish_path / 'figures'}, tables in {p.publish_path / 'tables'}, report "
+              f"{p.publish_path / 'REPORT.md'}, executed notebooks in {p.run_path / 'notebooks'}")
+    return code
+
+
+def cmd_status(args) -> int:
+    from tabulate import tabulate
+
+    from . import grid
+
+    p, overrides = _grid_params(args)
+    rows = grid.job_table(p, overrides, args.only)
+    print(tabulate(rows, headers="keys", tablefmt="simple", missingval=""))
+    states = [r["state"] for r in rows]
+    print(f"\n{states.count('done')} of {len(rows)} steps done" +
+          "".join(f", {states.count(s)} {s}" for s in ("running", "failed", "interrupted", "stale", "pending")
+                  if states.count(s)) + f" (run dir {p.run_path})")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from . import grid
+
+    p, overrides = _grid_params(args)
+    print("\n".join(grid.plan_commands(p, overrides, args.only)))
     return 0
 
 
@@ -242,16 +252,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperllama", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    rep = sub.add_parser("reproduce", help="run the six notebooks with papermill at one scale",
-                         description="Run notebooks 01-06 with papermill in dependency order (CPT once per "
-                         "target language and once for the multilingual model). Finished steps are skipped. "
-                         "Executed notebooks are kept in <run_dir>/notebooks/.")
-    rep.add_argument("--scale", default="tiny", choices=SCALES, help="parameter file params/<scale>.yaml")
-    rep.add_argument("--langs", help="comma-separated target languages (codes or names); default: all five")
-    rep.add_argument("--run-dir", help="where artifacts go (default runs/<scale>, or $HYPERLLAMA_RUNS/<scale>)")
-    rep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override any parameter of the YAML (repeatable), e.g. --set lr=0.001")
+    rep = sub.add_parser("reproduce", help="run the whole grid of notebooks with papermill at one scale",
+                         description="Run notebooks 01-06 with papermill in dependency order: data and upscaling "
+                         "once, CPT per setup and language (and the multilingual model per setup), merges per "
+                         "setup, evaluation per model group, analysis. Finished jobs (parameters unchanged, "
+                         "outputs verified) are skipped; after a failure the jobs that do not need it still run. "
+                         "Executed notebooks, their HTML and logs are kept in <run_dir>/notebooks/.")
+    st = sub.add_parser("status", help="the grid of a scale as a table: step, parameters, state, duration",
+                        description="Show every job of the grid with its state (done, pending, running, failed, "
+                        "interrupted, stale: parameters or inputs changed since it ran), without running anything.")
+    pl = sub.add_parser("plan", help="print the papermill commands of the grid in dependency order",
+                        description="Print one papermill command per line, in dependency order, to run from the "
+                        "repository root (e.g. to hand to a cluster scheduler).")
+    for p_ in (rep, st, pl):
+        p_.add_argument("--scale", default="tiny", choices=SCALES, help="parameter file params/<scale>.yaml")
+        p_.add_argument("--langs", help="comma-separated target languages (codes or names); default: all five")
+        p_.add_argument("--run-dir", help="where artifacts go (default runs/<scale>, or $HYPERLLAMA_RUNS/<scale>)")
+        p_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any parameter of the YAML (repeatable), e.g. --set lr=0.001")
+        p_.add_argument("--only", action="append", metavar="GLOB",
+                        help="only the steps matching this pattern (repeatable), e.g. 'cpt/2x/*', with the steps "
+                        "they need")
+    rep.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                     help="independent jobs to run at once (default 1); each gets cores/N threads")
     rep.set_defaults(func=cmd_reproduce)
+    st.set_defaults(func=cmd_status)
+    pl.set_defaults(func=cmd_plan)
 
     cl = sub.add_parser("clone", help="HyperClone a Llama-architecture model folder (function preserving)",
                         description="Width-upscale a saved Llama or HyperLlama model folder by FACTOR with "

@@ -9,6 +9,7 @@ merges (they add no training). Final models get every benchmark in every languag
 English BLiMP and MultiBLiMP in the language(s) they are trained on, which is what the learning curves
 need; their bits per byte come from training itself, which measured the same held-out split at every
 `train_eval_every_tokens` (`cpt.curves`, each stage's curve.csv). MultiBLiMP rows have benchmark "multiblimp", metrics "accuracy" and "accuracy:<phenomenon>", and
+(like BLiMP) "n_pairs", the number of pairs scored, and
 source "released" (multiblimp_dir or the Hub) or "built" (01_data's pairs from UD). Each (model, step)
 is its own step of the manifest, so re-running evaluates only what is missing or changed.
 """
@@ -30,7 +31,7 @@ EVAL_KEYS = ["blimp_pairs_per_paradigm", "eval_max_bytes", "seed"]
 RESULT_COLUMNS = ["model", "kind", "setup", "trained_on", "step", "tokens", "flops_total",
                   "flops_non_embedding", "final", "benchmark", "lang", "metric", "value", "source"]
 BLIMP_METRICS = ("accuracy", "accuracy_token_mean", "accuracy_byte_norm")
-RESULTS_SCHEMA = 4  # bump when rows change shape, so older result files are recomputed, not mixed in
+RESULTS_SCHEMA = 5  # bump when rows change shape, so older result files are recomputed, not mixed in
 
 
 @dataclass
@@ -116,6 +117,7 @@ def multiblimp_rows(model, tok, entry: ModelEntry, multiblimp: dict, common: dic
     for lang, group in scored.groupby("lang", sort=False):
         base = {**common, "benchmark": "multiblimp", "lang": lang, "source": multiblimp[lang][1]}
         rows.append({**base, "metric": "accuracy", "value": float(group["correct"].mean())})
+        rows.append({**base, "metric": "n_pairs", "value": len(group)})
         rows += [{**base, "metric": f"accuracy:{phenomenon}", "value": float(g["correct"].mean())}
                  for phenomenon, g in group.groupby("paradigm", sort=True)]
     return rows
@@ -135,7 +137,7 @@ def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok,
         _, summary = evaluation.score_pairs(model, tok, pairs, batch_size=p.eval_batch_size, device=device,
                                             progress=False)
         rows += [{**common, "benchmark": "blimp", "lang": languages.ENGLISH, "metric": metric,
-                  "value": summary[metric]} for metric in BLIMP_METRICS if metric in summary]
+                  "value": summary[metric]} for metric in (*BLIMP_METRICS, "n_pairs") if metric in summary]
         rows += multiblimp_rows(model, tok, entry, multiblimp or {}, common, p, device)
         # Checkpoints get no bits per byte here: training measured the same held-out split at every
         # `train_eval_every_tokens` (curve.csv), which is what the learning-curve figures draw.
@@ -188,11 +190,26 @@ def multiblimp_pairs(p: Params, log=print) -> dict[str, tuple[pd.DataFrame, str]
     return out
 
 
+def selected(entry: ModelEntry, which: str | None) -> bool:
+    """Whether `eval_models` (None: all; base | merged | a language | multilingual) covers the entry."""
+    if which is None:
+        return True
+    if which == "base":
+        return entry.kind == "base"
+    if which == "merged":
+        return entry.kind in ("merged", "merged_subset")
+    return entry.kind in ("cpt", "multilingual") and entry.trained_on == which
+
+
 def run(p: Params, log=print) -> pd.DataFrame:
+    """Evaluate the models `eval_models` selects (all by default) that are not evaluated yet; return
+    their rows (`load_results` gathers every model's)."""
     upscale.require_step(p, data.STEP, "01_data")
-    entries = models(p, checkpoints=p.eval_checkpoints)
+    entries = [e for e in models(p, checkpoints=p.eval_checkpoints) if selected(e, p.eval_models)]
     if not entries:
-        raise MissingInputError(f"no models in {p.run_path}; run notebooks/02_upscale.ipynb and 03_cpt.ipynb first")
+        which = "" if p.eval_models is None else f" ({p.eval_models}, setups {', '.join(p.setups)})"
+        raise MissingInputError(f"no models to evaluate{which} in {p.run_path}; run notebooks/02_upscale.ipynb, "
+                                "03_cpt.ipynb and 04_merge.ipynb first")
     tok = tok_lib.load_tokenizer(data.paths(p).tokenizer)
     pairs = blimp_pairs(p)
     multiblimp = multiblimp_pairs(p, log)
@@ -200,7 +217,6 @@ def run(p: Params, log=print) -> pd.DataFrame:
     multiblimp_id = artifacts.fingerprint({lang: [source, *df["good"], *df["bad"]]
                                            for lang, (df, source) in multiblimp.items()})
     manifest = artifacts.Manifest(p.run_path)
-    out_dir = p.run_path / "results" / "models"
     todo = []
     for entry in entries:
         step = artifacts.Step(p.run_path, f"eval/{entry.key}", {**p.subset(EVAL_KEYS), "schema": RESULTS_SCHEMA,
@@ -211,16 +227,26 @@ def run(p: Params, log=print) -> pd.DataFrame:
     for entry, step in tqdm(todo, desc="evaluating", unit="model", mininterval=2.0):
         with step:
             rows = evaluate_model(p, entry, pairs, tok, multiblimp)
-            target = out_dir / f"{entry.key}.csv"
+            target = model_results_path(p, entry)
             artifacts.atomic_write_text(target, rows.to_csv(index=False))
             step.outputs = [target]
-    results = pd.concat([pd.read_csv(out_dir / f"{e.key}.csv") for e in entries], ignore_index=True)
+    return pd.concat([pd.read_csv(model_results_path(p, e)) for e in entries], ignore_index=True)
+
+
+def model_results_path(p: Params, entry: ModelEntry) -> Path:
+    return p.run_path / "results" / "models" / f"{entry.key}.csv"
+
+
+def load_results(p: Params, log=print) -> pd.DataFrame:
+    """The rows of every model of the run evaluated so far (05_eval may have run per model group);
+    also written to results/results.csv."""
+    entries = models(p, checkpoints=p.eval_checkpoints)
+    found = [model_results_path(p, e) for e in entries if model_results_path(p, e).is_file()]
+    if not found:
+        raise MissingInputError(f"no evaluation results in {p.run_path}; run notebooks/05_eval.ipynb first")
+    if len(found) < len(entries):
+        log(f"{len(entries) - len(found)} of {len(entries)} models and checkpoints are not evaluated yet; "
+            "run notebooks/05_eval.ipynb to include them")
+    results = pd.concat([pd.read_csv(f) for f in found], ignore_index=True)
     artifacts.atomic_write_text(results_path(p), results.to_csv(index=False))
     return results
-
-
-def load_results(p: Params) -> pd.DataFrame:
-    path = results_path(p)
-    if not path.exists():
-        raise MissingInputError(f"no results in {path}; run notebooks/05_eval.ipynb first")
-    return pd.read_csv(path)

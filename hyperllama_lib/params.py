@@ -119,6 +119,9 @@ class Params:
     # 01_data builds from the held-out UD treebanks (hyperllama_lib/ud_pairs.py)
     multiblimp_dir: str | None = None
     multiblimp_pairs_per_phenomenon: int | None = None  # 05_eval's sample per language and phenomenon; None: all
+    # 05_eval: which models (None: all; base | merged | a target language or "multilingual": that CPT model and
+    # its checkpoints); the grid runner evaluates each group as its own job
+    eval_models: str | None = None
     eval_checkpoints: bool = True  # 05_eval also scores every checkpoint saved during CPT (learning curves)
     eval_max_bytes: int = 40000
     eval_batch_size: int = 32
@@ -238,6 +241,14 @@ def validate(p: Params, need_data: bool = True) -> Params:
         if p.lang == languages.ENGLISH:
             raise ParamError("lang 'eng' is the source language; valid choices: "
                              f"{', '.join(languages.TARGET_LANGUAGES)}, {languages.MULTILINGUAL} (or their names)")
+    if p.eval_models is not None and p.eval_models not in ("base", "merged"):
+        try:
+            p.eval_models = _lang(p.eval_models, allow_multilingual=True)
+            if p.eval_models == languages.ENGLISH:
+                raise ParamError("eng")
+        except ParamError:
+            raise ParamError(f"unknown eval_models {p.eval_models!r}; valid choices: base, merged, "
+                             f"{', '.join(languages.TARGET_LANGUAGES)}, {languages.MULTILINGUAL}") from None
     p.replay_reference_lang = _lang(p.replay_reference_lang)
     for setup in p.setups:
         _choice("setup", setup, SETUPS)

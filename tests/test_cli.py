@@ -16,7 +16,7 @@ def cli(*args):
                           timeout=300)
 
 
-@pytest.mark.parametrize("command", [[], ["reproduce"], ["clone"], ["export-llama"], ["build-pairs"]])
+@pytest.mark.parametrize("command", [[], ["reproduce"], ["status"], ["plan"], ["clone"], ["export-llama"], ["build-pairs"]])
 def test_help_explains_each_command(command):
     res = cli(*command, "--help")
     assert res.returncode == 0 and "usage: hyperllama" in res.stdout

@@ -95,3 +95,12 @@ def test_paper_params_build_the_paper_models():
     assert modeling.count_parameters(config)["total"] == 180_078_912
     assert modeling.count_parameters(cloning.clone_config(config, p.clone_factor))["total"] == 572_494_464
     assert config.hidden_act == "gelu" and config.tie_word_embeddings and config.rms_norm_eps == 1e-5
+
+
+def test_eval_models_names_a_group_or_stops_with_the_choices():
+    assert load_params("smoke", {"eval_models": "persian"}, need_data=False).eval_models == "fas"
+    assert load_params("smoke", {"eval_models": "merged"}, need_data=False).eval_models == "merged"
+    assert load_params("smoke", {"eval_models": "multilingual"}, need_data=False).eval_models == "multilingual"
+    for bad in ("klingon", "eng"):
+        with pytest.raises(ParamError, match="valid choices: base, merged, est"):
+            load_params("smoke", {"eval_models": bad}, need_data=False)

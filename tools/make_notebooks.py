@@ -121,8 +121,9 @@ mixtures at once. Optimiser: AdamW (0.9, 0.95), weight decay 0.01, clip 1.0, war
 linear decay to 0 over the last 20%, a fresh optimiser per stage. Checkpoints are saved at fixed token
 intervals and held-out bits per byte of the target language and of English are logged at each.
 
-Run once per language: `papermill notebooks/03_cpt.ipynb out.ipynb -p lang persian`."""),
-("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | paper\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual (or ISO codes)', "parameters"),
+Run once per language: `papermill notebooks/03_cpt.ipynb out.ipynb -p lang persian` (all setups), or
+once per language and setup, as `hyperllama reproduce` does: `... -p lang persian -y "setups: [2x]"`."""),
+("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | paper\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual (or ISO codes)\n# setups: as in the YAML (all three) unless given; the grid runner trains one per job: -y "setups: [2x]"', "parameters"),
 ("code", SETUP),
 ("code", """runs = hl.cpt.run(P)
 runs"""),
@@ -190,8 +191,12 @@ pairs), scored the same way, for every language of a model (checkpoints: the lan
 on). The pairs are the released MultiBLiMP files when `multiblimp_dir` points to them (or, for hub runs,
 the Hub), and otherwise the pairs 01_data built from the held-out UD treebanks; the `source` column of
 every MultiBLiMP row says which (`released` or `built`). Metrics: `accuracy` and `accuracy:<phenomenon>`,
-on `multiblimp_pairs_per_phenomenon` pairs per language and phenomenon."""),
-PARAMS,
+on `multiblimp_pairs_per_phenomenon` pairs per language and phenomenon.
+
+By default every model of the run is evaluated. `eval_models` picks one group (`base`, `merged`, or a
+language / `multilingual`: that CPT model with its checkpoints) and `setups` one setup, which is how
+`hyperllama reproduce` splits evaluation into jobs that start as soon as their model exists."""),
+("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | paper\neval_models = None  # None: all | base | merged | a language or multilingual', "parameters"),
 ("code", SETUP),
 ("code", """results = hl.eval_grid.run(P)
 finals = results[results["final"] & results.metric.isin(["accuracy", "bpb"])]
@@ -206,50 +211,85 @@ mb.pivot_table(index=["setup", "kind", "trained_on"], columns=["lang", "metric"]
 blimp.pivot_table(index=["trained_on", "step"], columns="setup", values="value").round(3)"""),
 ],
 "06_analysis": [
-("md", """# 06 · Analysis: the paper's comparisons
+("md", """# 06 · Analysis: the paper's comparisons and claims
 
-The paper asks whether width-upscaling before adaptation (2x, 1x_cloned) is more data-efficient than
-adapting the small model (1x), whether it forgets less English, and how merged language models compare with
-a jointly trained multilingual model. This notebook draws those comparisons from the run's results and
-writes figures (PNG + PDF) to `figures/` and tables (CSV + Markdown) to `tables/`."""),
+The paper asks whether width-upscaling an English base before adaptation (`2x`: CPT of the 572M-style base;
+`1x_cloned`: the small base HyperCloned x2, then CPT) is more data-efficient than continued pretraining of the
+small model (`1x`), whether it forgets less English, how merges of the language-specific models compare with a
+jointly trained multilingual model, and how much merge methods differ.
+
+This notebook first **collects** the run's rows (evaluation results, training curves, data statistics, run
+info) into `tables/` (`results_tidy.csv`, `curves.csv`, `data_stats.csv`, `run_info.csv`), then **renders**
+every figure (PNG + PDF in `figures/`), every table (CSV + Markdown + LaTeX in `tables/`) and `REPORT.md` from
+those rows alone. The committed outputs can therefore be re-rendered without the run:
+`hl.analysis.render(hl.analysis.load_rows("tables"), ".")` (tests/test_analysis.py checks they match)."""),
 PARAMS,
 ("code", SETUP),
-("code", """out = hl.analysis.run(P)
-figs = P.publish_path / "figures"
-"""),
-("md", """## Data and budgets"""),
-("code", """out["data_stats"]"""),
-("md", """## (a) Data efficiency: held-out bits per byte against target tokens seen
-Lower is better. The paper's claim: once enough target data has been seen, the upscaled models match or beat
-the small model."""),
-("code", """from IPython.display import Image
-display(Image(str(figs / "bpb_vs_target_tokens.png")))
-out["heldout_bpb_final"]"""),
-("md", """The same curves against the training FLOPs of the adaptation stage, counted as 6 x parameters x tokens
-with all parameters (top) and with non-embedding parameters only (bottom). A 2x step costs about 3.2x
-(all) to 4x (non-embedding) a 1x step, so compute-matched comparisons shift the picture."""),
-("code", """display(Image(str(figs / "bpb_vs_training_flops.png")))"""),
-("md", """## (b) English forgetting
-English BLiMP accuracy of each English base (before) and of every adapted model (after); the paper's claim is
-that scaling reduces forgetting. The English held-out bits per byte during training tell the same story."""),
-("code", """display(Image(str(figs / "english_blimp_before_after.png")))
-display(Image(str(figs / "english_bpb_during_cpt.png")))
-if (figs / "english_blimp_during_cpt.png").exists():
-    display(Image(str(figs / "english_blimp_during_cpt.png")))
-out["english_blimp"]"""),
-("md", """## (c) Merging vs joint multilingual training
-Mean held-out bits per byte over the five target languages for the monolingual models (each on its own
-language), the jointly trained multilingual model, and each merge of the five monolingual models."""),
-("code", """display(Image(str(figs / "merged_vs_multilingual.png")))
-out["merging"]"""),
-("md", """The merge methods side by side: the paper's (linear, multislerp, task arithmetic, TIES, DARE-TIES) and
-ours (`fisher`: Fisher-weighted averaging; `fisher_ties`: TIES with Fisher saliency, see 04_merge), whatever
-`merge_methods` ran. Rows are setup and method, columns the target languages and their mean."""),
-("code", """out["merging"][out["merging"].model.str.startswith("merge")]"""),
-("md", """## Target-language grammar: MultiBLiMP
-Agreement minimal pairs per language (`source` says whether they are the released MultiBLiMP files or the
-pairs 01_data built from held-out UD treebanks), accuracy of every final model."""),
-("code", """out["multiblimp"]"""),
+("code", """import pandas as pd
+from IPython.display import Image
+
+out = hl.analysis.run(P)
+T, F = out["tables"], out["figures"]
+
+
+def figure(*names):
+    for name in names:
+        if name in F:
+            display(Image(str(F[name])))
+
+
+print(f"{len(T)} tables, {len(F)} figures; report: {out['report']}")"""),
+("md", """## 1. Data and budgets
+**Paper step.** Per-language FineWeb-2 data, the UniMax allocation of a character budget (as even as possible,
+each language capped at 6 epochs of its data; the paper: Swedish and Persian 1 epoch, Estonian 4.45, Icelandic
+and Faroese 6) and the English/code replay share (1.7-6.7% of samples in the paper)."""),
+("code", """figure("data_budget")
+T["data_budget"]"""),
+("md", """## 2. Data efficiency
+**Paper step / claim 1.** Target-language held-out bits per byte (tokenizer-independent, lower is better) and
+MultiBLiMP agreement accuracy against the target-language tokens seen, 1x vs 1x_cloned vs 2x, one panel per
+language. All setups of a language see identical data, so the final models compare at equal data; the table
+also gives the share of the data after which an upscaled curve first reaches the 1x final bits per byte."""),
+("code", """figure("bpb_vs_target_tokens", "multiblimp_vs_target_tokens")
+display(T["heldout_bpb_final"])
+T["data_efficiency"]"""),
+("md", """MultiBLiMP accuracy of every final model on every language's pairs (the column names say whether the
+pairs are the released MultiBLiMP 1.0 or were built from held-out UD treebanks by 01_data):"""),
+("code", """T.get("multiblimp")"""),
+("md", """## 3. Compute
+**Paper step.** The same curves against the training FLOPs of the adaptation stage, 6 x N x tokens with N = all
+parameters or non-embedding parameters (a 2x token costs about 3.2x to 4x a 1x token). The table is the paper's
+approximately FLOP-matched comparison: at the 1x final model's FLOPs, the 1x_cloned and 2x runs' tokens, bits per
+byte (training curve) and MultiBLiMP (checkpoints), interpolated linearly between the points around it."""),
+("code", """figure("bpb_vs_training_flops", "multiblimp_vs_training_flops")
+T["flop_matched"]"""),
+("md", """## 4. English forgetting
+**Paper step / claim 2.** English BLiMP accuracy and English held-out bits per byte of every adapted model minus
+its setup's English base (BLiMP change < 0 and bits-per-byte change > 0 mean forgetting), then the same along
+training."""),
+("code", """figure("english_forgetting", "english_blimp_before_after", "english_bpb_during_cpt", "english_blimp_during_cpt")
+display(T["forgetting"])
+T["english_blimp"]"""),
+("md", """## 5. Merging
+**Paper step / claims 3 and 4.** The five monolingual models of each setup merged by every method of the run
+(task vectors against the setup's English base): methods x setups per target language, the best merge against
+the jointly trained multilingual model and the monolingual models, and mean MultiBLiMP."""),
+("code", """figure("merge_methods", "merged_vs_multilingual")
+display(T["merge_summary"])
+display(T["merge_methods"])
+display(T["merging"])
+T.get("merge_multiblimp")"""),
+("md", """Merge quality against the number of languages merged (the paper's 26 subsets of the five languages); only when
+the run merged every subset (`--set merge_subsets=all`)."""),
+("code", """figure("merge_subset_size")
+T.get("merge_subsets", Markdown("Subset merges were not run at this scale: `--set merge_subsets=all`."))"""),
+("md", """## 6. Findings check
+Each of the paper's four claims next to what this run shows, with a verdict that follows from the tables by
+stated rules (`hyperllama_lib/report.py`): bits-per-byte differences within 0.01 count as equal, accuracy
+differences within 2 binomial standard errors (pairs in `pair_counts`) as equal. `REPORT.md` has every figure
+and table with a sentence of interpretation."""),
+("code", """with pd.option_context("display.max_colwidth", None):
+    display(T["findings"])"""),
 ],
 }
 OUT.mkdir(exist_ok=True)
