@@ -49,10 +49,6 @@ def shares(data_stats: pd.DataFrame, langs: list[str]) -> dict[str, float]:
     return {lang: float(stats.loc[lang, "target_tokens"] / stats.loc[lang, "stream_tokens"]) for lang in langs}
 
 
-def target_share(p: Params) -> dict[str, float]:
-    return shares(data_table(p), list(p.langs))
-
-
 def run_info(p: Params) -> pd.DataFrame:
     info = {"scale": p.scale, "langs": ",".join(p.langs), "setups": ",".join(p.setups),
             "merge_methods": ",".join(p.merge_methods), "merge_subsets": p.merge_subsets}
