@@ -278,9 +278,13 @@ class Step:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and self.todo:
+        from . import distributed
+
+        if exc_type is None and self.todo and distributed.is_main():
             self.manifest.record(self.name, self.fp, self.params, self.outputs, self.started, self.extra)
             self.log(f"[{self.name}] done in {time.time() - self.started:.1f}s")
+        if exc_type is None:
+            distributed.barrier()  # under torchrun the other processes go on once rank 0 has recorded the step
 
 
 # The grid runner (grid.py) sets this to a file per job: every step a job runs or finds done is noted

@@ -80,6 +80,41 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _step_params(args, **options):
+    """Params of a single training step (upscale, cpt) from --scale, --set and the step's own options."""
+    overrides = {**_overrides(args.set), **options}
+    if args.run_dir:
+        overrides["run_dir"] = str(Path(args.run_dir).resolve())
+    return load_params(args.scale, overrides)
+
+
+def _run_step(p, work) -> int:
+    """Run a step in this process, or as one of the processes torchrun started (rank 0 prints)."""
+    from . import distributed
+
+    distributed.init(p.device)
+    table = work(print if distributed.is_main() else (lambda message: None))
+    if distributed.is_main():
+        print(table.to_string(index=False))
+    distributed.finish()
+    return 0
+
+
+def cmd_upscale(args) -> int:
+    from . import upscale
+
+    p = _step_params(args)
+    return _run_step(p, lambda log: upscale.run(p, log=log))
+
+
+def cmd_cpt(args) -> int:
+    from . import cpt
+
+    options = {"lang": args.lang, **({"setups": args.setups.split(",")} if args.setups else {})}
+    p = _step_params(args, **options)
+    return _run_step(p, lambda log: cpt.run(p, p.lang, p.setups, log=log))
+
+
 def cmd_clone(args) -> int:
     from . import cloning
 
@@ -278,6 +313,24 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_reproduce)
     st.set_defaults(func=cmd_status)
     pl.set_defaults(func=cmd_plan)
+
+    up = sub.add_parser("upscale", help="02_upscale without a notebook: the English seed and bases (torchrun-able)",
+                        description="Train the English seed, HyperClone it and train the 1x and 2x bases (02_upscale), "
+                        "skipping finished parts. Runs in one process, or data-parallel under torchrun (DDP, or FSDP "
+                        "with --set distributed=fsdp); needs 01_data's outputs in the run directory.")
+    cp = sub.add_parser("cpt", help="03_cpt without a notebook: continued pretraining on one language (torchrun-able)",
+                        description="Continue pretraining each setup's English base on one target language, or on all "
+                        "five (--lang multilingual), skipping finished setups (03_cpt). Runs in one process, or "
+                        "data-parallel under torchrun; needs 02_upscale's outputs in the run directory.")
+    for p_ in (up, cp):
+        p_.add_argument("--scale", default="tiny", choices=SCALES, help="parameter file params/<scale>.yaml")
+        p_.add_argument("--run-dir", help="where artifacts go (default runs/<scale>, or $HYPERLLAMA_RUNS/<scale>)")
+        p_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any parameter of the YAML (repeatable), e.g. --set precision=fp16")
+    cp.add_argument("--lang", required=True, help="target language (code or name) or multilingual")
+    cp.add_argument("--setups", help="comma-separated setups (1x, 1x_cloned, 2x); default: all three")
+    up.set_defaults(func=cmd_upscale)
+    cp.set_defaults(func=cmd_cpt)
 
     cl = sub.add_parser("clone", help="HyperClone a Llama-architecture model folder (function preserving)",
                         description="Width-upscale a saved Llama or HyperLlama model folder by FACTOR with "

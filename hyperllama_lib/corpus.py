@@ -7,18 +7,21 @@ the text and a seed only, never on Python's randomised `hash` or on the order of
 from __future__ import annotations
 
 import ast
-
 import csv
 import gzip
 import hashlib
+import heapq
 import io
 import json
 import os
+import random
 import re
 import sysconfig
 import unicodedata
+import urllib.request
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -357,7 +360,7 @@ def _stdlib_sources(root: Path) -> list[str]:
     return found
 
 
-def code_documents(max_bytes: int, seed: int = 0) -> list[Document]:
+def code_documents(max_bytes: int | None, seed: int = 0) -> list[Document]:
     """Python source of the interpreter's stdlib as documents: a stand-in for python-edu.
 
     Files `*.py` under sysconfig's stdlib path, skipping test/tests/idlelib/site-packages folders.
@@ -370,6 +373,7 @@ def code_documents(max_bytes: int, seed: int = 0) -> list[Document]:
     paths.sort(key=lambda rel: stable_unit(rel, seed, "code"))
     docs = []
     total = 0
+    max_bytes = float("inf") if max_bytes is None else max_bytes
     for rel in paths:
         if total >= max_bytes:
             break
@@ -482,3 +486,169 @@ def load_blimp_hub(paradigm: str) -> list[dict]:
     """One BLiMP paradigm from `nyu-mll/blimp` (config = paradigm, split train) as dict rows."""
     rows = _stream("nyu-mll/blimp", paradigm)
     return [{name: (str(row[name]) if name == "pairID" else row[name]) for name in BLIMP_FIELDS} for row in rows]
+
+
+# ---------------------------------------------------------------- streaming (the Hub path at scale)
+
+SHUFFLE_BUFFER = 10_000  # documents held by the shuffle buffer of a streamed dataset
+FINEWEB2 = "HuggingFaceFW/fineweb-2"
+SMOLLM = "HuggingFaceTB/smollm-corpus"
+SOFTWARE_HERITAGE_URL = "https://softwareheritage.s3.us-west-2.amazonaws.com/content/{blob_id}"
+_FETCH_THREADS = 16  # downloads are network-bound: threads, not processes
+_FETCH_BATCH = 256
+
+
+def hub_source(lang: str) -> tuple[str, str]:
+    """(repository, config) of a language's training text on the Hub; `code` is python-edu."""
+    if lang == "code":
+        return SMOLLM, "python-edu"
+    if to_code(lang) == "eng":
+        return SMOLLM, "fineweb-edu-dedup"
+    subset = LANGUAGES[to_code(lang)].fineweb2_subset
+    if subset is None:
+        raise ValueError(f"FineWeb-2 has no subset for {lang!r}")
+    return FINEWEB2, subset
+
+
+def buffer_shuffle(items: Iterable, seed: int, size: int = SHUFFLE_BUFFER) -> Iterator:
+    """Seeded shuffle through a buffer of `size` items: each incoming item swaps out a random
+    buffered one, which is yielded; the buffer is emptied in random order at the end."""
+    rng = random.Random(f"{seed}-buffer-shuffle")
+    buffer: list = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        j = rng.randrange(size)
+        yield buffer[j]
+        buffer[j] = item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def shuffled_rows(repo: str, config: str, seed: int, buffer_size: int = SHUFFLE_BUFFER) -> Iterable[dict]:
+    """A streamed Hub dataset, shuffled with a seeded buffer. A `datasets.IterableDataset` also
+    shuffles its shard order (`.shuffle`); a plain iterable of rows gets `buffer_shuffle`."""
+    rows = _stream(repo, config)
+    if hasattr(rows, "shuffle"):
+        return rows.shuffle(seed=seed, buffer_size=buffer_size)
+    return buffer_shuffle(rows, seed, buffer_size)
+
+
+def fetch_software_heritage(blob_id: str) -> str | None:
+    """The content of one python-edu file, the way the SmolLM-Corpus card documents it: the gzipped
+    blob `content/<blob_id>` of the public Software Heritage bucket on S3 (read anonymously).
+    None for a file that is not UTF-8 (such files are skipped, as `code_documents` does)."""
+    url = SOFTWARE_HERITAGE_URL.format(blob_id=blob_id)
+    for attempt in range(3):
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                raw = gzip.decompress(response.read())
+            break
+        except OSError as e:  # URLError, timeouts, truncated gzip
+            if attempt == 2:
+                raise DataError(f"python-edu blob {blob_id}: download from {url} failed ({e})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _with_contents(rows: Iterable[dict], fetch: Callable[[str], str | None]) -> Iterator[dict]:
+    """Rows with a `text` field: python-edu rows carry only `blob_id`, so their contents are fetched
+    (in threads, in order) by `fetch`; rows that already have text pass through."""
+    def batches():
+        batch = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == _FETCH_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    with ThreadPoolExecutor(_FETCH_THREADS) as pool:
+        for batch in batches():
+            missing = [row["blob_id"] for row in batch if "text" not in row and "blob_id" in row]
+            contents = iter(pool.map(fetch, missing))
+            for row in batch:
+                if "text" not in row and "blob_id" in row:
+                    row = {**row, "text": next(contents)}
+                yield row
+
+
+def stream_documents(lang: str, seed: int, fetch: Callable[[str], str | None] | None = None) -> Iterator[Document]:
+    """A language's Hub documents (lang `code`: python-edu), shuffled, normalised, empty ones dropped.
+    Prose is normalised with `normalize_text`; code is only NFC'd and stripped (newlines matter)."""
+    repo, config = hub_source(lang)
+    rows = shuffled_rows(repo, config, seed)
+    code = lang == "code"
+    if code:
+        rows = _with_contents(rows, fetch or fetch_software_heritage)
+    source = f"{repo.split('/')[-1]}/{config}"
+    for row in rows:
+        raw = row.get("text")
+        if raw is None:
+            if "text" not in row:
+                raise DataError(f"{source}: rows have no 'text' field (fields: {', '.join(sorted(row))})")
+            continue  # a python-edu file that is not UTF-8
+        text = unicodedata.normalize("NFC", raw).strip() if code else normalize_text(raw)
+        if text:
+            yield Document(text, "code" if code else to_code(lang), source)
+
+
+class HashDedup:
+    """Exact dedup on `dedup_key` that keeps 64-bit hashes of the keys, not the texts (about 70 bytes
+    of RAM per distinct document). A false duplicate needs a 64-bit collision: at a billion
+    documents the chance that any occurs is about 3%, and it costs one document."""
+
+    def __init__(self):
+        self.seen: set[int] = set()
+
+    def is_new(self, text: str) -> bool:
+        digest = hashlib.blake2b(dedup_key(text).encode(), digest_size=8).digest()
+        h = int.from_bytes(digest, "big")
+        if h in self.seen:
+            return False
+        self.seen.add(h)
+        return True
+
+
+class StreamingHeldout:
+    """`split_heldout` for a stream: candidates (stable_unit < fraction) are held out, and with
+    `max_docs` only those with the smallest units, so a later candidate can push an earlier one
+    back to training. `offer` returns the documents that go to training now. Candidates are
+    checked with `reject` before they compete, so the held-out set is `split_heldout`'s on the
+    accepted documents."""
+
+    def __init__(self, fraction: float, seed: int, max_docs: int | None = None,
+                 reject: Callable[[Document], bool] | None = None):
+        _check_fraction(fraction)
+        self.fraction, self.seed, self.max_docs = fraction, seed, max_docs
+        self.reject = reject  # candidates it returns True for are dropped (e.g. contaminated ones)
+        self.rejected = 0
+        self.heap: list[tuple[float, int, Document]] = []  # (-unit, -arrival, doc): largest unit on top
+        self.arrivals = 0
+
+    def offer(self, doc: Document) -> list[Document]:
+        unit = stable_unit(dedup_key(doc.text), self.seed, "heldout")
+        if unit >= self.fraction or (self.max_docs is not None and self.max_docs <= 0):
+            return [doc]
+        if self.reject is not None and self.reject(doc):
+            self.rejected += 1
+            return []
+        # ties on the unit go to the earlier arrival, as in split_heldout's sort on (unit, position)
+        heapq.heappush(self.heap, (-unit, -self.arrivals, doc))
+        self.arrivals += 1
+        if self.max_docs is not None and len(self.heap) > self.max_docs:
+            return [heapq.heappop(self.heap)[2]]
+        return []
+
+    def heldout(self) -> list[Document]:
+        """The held-out documents in arrival order."""
+        return [doc for _, _, doc in sorted(self.heap, key=lambda item: -item[1])]
+
+
+def contamination_index(eval_keys: set[str]) -> _ContainmentIndex:
+    """Build once, then pass to `is_contaminated` for every document of a stream."""
+    return _ContainmentIndex.build(eval_keys)

@@ -1,13 +1,15 @@
 """03_cpt: continued pretraining of each setup's English base on one target language (or on all five
 at once, the jointly trained multilingual model). All setups of a language see identical data, steps
-and schedule (data-matched); each stage starts a fresh optimiser and schedule."""
+and schedule (data-matched); each stage starts a fresh optimiser and schedule. With `models_from: hub`
+the authors' adapted models are fetched instead (released.py)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
 
-from . import artifacts, data, languages, modeling, training, upscale
+from . import artifacts, data, languages, modeling, released, training, upscale
 from . import tokenizer as tok_lib
 from .params import MissingInputError, Params
 
@@ -34,6 +36,28 @@ def eval_texts(p: Params, lang: str) -> dict[str, list[str]]:
     return texts
 
 
+def stage_params(p: Params, lang: str) -> Params:
+    """p with the language's own checkpoint interval, if it has one (the paper: Faroese every epoch)."""
+    if lang not in p.cpt_checkpoint_every_tokens:
+        return p
+    return dataclasses.replace(p, checkpoint_every_tokens=p.cpt_checkpoint_every_tokens[lang])
+
+
+def _train(p: Params, setup: str, lang: str, steps: int, data_fp: str, log) -> None:
+    base_fp = upscale.require_step(p, f"english/{upscale.BASE_FOR_SETUP[setup]}", "02_upscale")
+    params = {**p.subset(upscale.TRAIN_KEYS), "lang": lang, "setup": setup, "steps": steps}
+    with artifacts.Step(p.run_path, step_name(setup, lang), params, [data_fp, base_fp], log=log) as s:
+        if s.todo:
+            model = modeling.load_model(upscale.base_model(p, setup))
+            tok = tok_lib.load_tokenizer(data.paths(p).tokenizer)
+            stage = training.Stage(name=f"{setup}-{lang}", tokens=data.paths(p).train(lang),
+                                   out_dir=cpt_dir(p, setup, lang), steps=steps, eval_texts=eval_texts(p, lang))
+            s.extra = training.train(model, tok, stage, p, log=log)
+            checkpoints = cpt_dir(p, setup, lang) / "checkpoints"  # 05_eval scores them: hash them too
+            s.outputs = [final_model(p, setup, lang), cpt_dir(p, setup, lang) / "curve.csv",
+                         *([checkpoints] if checkpoints.is_dir() else [])]
+
+
 def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log=print) -> pd.DataFrame:
     lang = lang or p.lang
     if lang is None:
@@ -41,21 +65,14 @@ def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log
     data_fp = upscale.require_step(p, data.STEP, "01_data")
     plan = data.load_plan(p)
     steps = plan["cpt_steps"][lang]
-    tok = tok_lib.load_tokenizer(data.paths(p).tokenizer)
     rows = []
+    p = stage_params(p, lang)
     for setup in setups or p.setups:
-        base_fp = upscale.require_step(p, f"english/{upscale.BASE_FOR_SETUP[setup]}", "02_upscale")
-        params = {**p.subset(upscale.TRAIN_KEYS), "lang": lang, "setup": setup, "steps": steps}
-        with artifacts.Step(p.run_path, step_name(setup, lang), params, [data_fp, base_fp], log=log) as s:
-            if s.todo:
-                model = modeling.load_model(upscale.base_model(p, setup))
-                stage = training.Stage(name=f"{setup}-{lang}", tokens=data.paths(p).train(lang),
-                                       out_dir=cpt_dir(p, setup, lang), steps=steps,
-                                       eval_texts=eval_texts(p, lang))
-                s.extra = training.train(model, tok, stage, p, log=log)
-                checkpoints = cpt_dir(p, setup, lang) / "checkpoints"  # 05_eval scores them: hash them too
-                s.outputs = [final_model(p, setup, lang), cpt_dir(p, setup, lang) / "curve.csv",
-                             *([checkpoints] if checkpoints.is_dir() else [])]
+        if p.models_from == "hub":
+            released.fetch_step(p, step_name(setup, lang), setup, lang, final_model(p, setup, lang),
+                                plan["vocab_size"], steps=steps, log=log)
+        else:
+            _train(p, setup, lang, steps, data_fp, log)
         training.remove_resume_states(cpt_dir(p, setup, lang))
         entry = artifacts.Manifest(p.run_path).entry(step_name(setup, lang))
         rows.append({"setup": setup, "lang": lang, "steps": entry["steps"], "tokens": entry["tokens"],

@@ -12,15 +12,20 @@ Choices where the paper is silent (see README, "Choices we made"):
 - Code files are cut into pieces of about `code_chunk_chars` at top-level lines (small scales), so
   replay samples many files; the paper scale keeps whole python-edu files.
 - The seed's English phase mixes in `seed_english_phase_code_fraction` of the code documents.
+- `data_source: hub` streams instead of reading lists into memory: see the Hub path below.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import artifacts, corpus, evaluation, languages, packing, ud_pairs, unimax
@@ -46,6 +51,13 @@ class DataPaths:
 
     def train(self, name: str) -> Path:  # name: a target language, "multilingual", "seed" or "base"
         return self.root / "train" / f"{name}.bin"
+
+    def docs(self, name: str) -> Path:  # hub path: every kept document once, with offsets
+        return self.root / "docs" / f"{name}.bin"
+
+    @property
+    def staging(self) -> Path:  # hub path: cleaned text between the stream and the tokenizer
+        return self.root / "staging"
 
     def heldout(self, lang: str) -> Path:
         return self.root / "heldout" / f"{lang}.txt"
@@ -100,12 +112,7 @@ def data_hash(p: Params) -> str:
 # -- reading and cleaning -------------------------------------------------------------------------
 
 def _read(p: Params, lang: str) -> list[corpus.Document]:
-    if p.data_source == "hub":
-        docs = corpus.load_smollm_english(max_docs=p.max_docs_per_lang) if lang == languages.ENGLISH \
-            else corpus.load_fineweb2(lang, max_docs=p.max_docs_per_lang)
-    else:
-        docs = corpus.read_local_corpus(p.data_path, lang)
-    return docs
+    return corpus.read_local_corpus(p.data_path, lang)
 
 
 def _subsample(docs: list, n: int | None, seed: int, salt: str) -> list:
@@ -198,11 +205,16 @@ def prepare(p: Params, log=print) -> pd.DataFrame:
     params = p.subset(DATA_KEYS)
     with artifacts.Step(p.run_path, STEP, {**params, "data_hash": data_hash(p)}, log=log) as step:
         if step.todo:
-            pair_outputs = _prepare(p, dp, log)
+            pair_outputs = (_prepare_hub if p.data_source == "hub" else _prepare)(p, dp, log)
             step.outputs = pair_outputs + [dp.stats, dp.plan, dp.tokenizer, dp.train("seed"), dp.train("base"),
                                            dp.train("multilingual")] + [dp.train(lang) for lang in p.langs]
             step.extra = {"data_hash": step.params["data_hash"]}
     return pd.read_csv(dp.stats).convert_dtypes()
+
+
+def _build_pairs(job: tuple) -> ud_pairs.Built:
+    files, lang, unimorph, lexicon, seed = job
+    return ud_pairs.build_pairs(files, lang, unimorph, lexicon, seed=seed)
 
 
 def build_multiblimp(p: Params, dp: DataPaths, log=print) -> list[Path]:
@@ -210,17 +222,20 @@ def build_multiblimp(p: Params, dp: DataPaths, log=print) -> list[Path]:
     (`ud_pairs`), then the counts table; returns the files written. Languages without a treebank in
     the data folder (or hub runs without one) get no pairs."""
     rows, written = [], []
-    for lang in [languages.ENGLISH, *p.langs]:
-        files = ud_pairs.heldout_files(p.data_path, lang)
-        target = dp.multiblimp(lang)
-        if not files:
-            target.unlink(missing_ok=True)
+    langs = [languages.ENGLISH, *p.langs]
+    files = {lang: ud_pairs.heldout_files(p.data_path, lang) for lang in langs}
+    for lang in langs:
+        if not files[lang]:
+            dp.multiblimp(lang).unlink(missing_ok=True)
             log(f"  {lang}: no UD treebank in {p.data_path / 'ud'}, no MultiBLiMP pairs built")
-            continue
-        built = ud_pairs.build_pairs(files, lang, ud_pairs.unimorph_file(p.data_path, lang),
-                                     ud_pairs.lexicon_files(p.data_path, lang), seed=p.seed)
+    jobs = [(files[lang], lang, ud_pairs.unimorph_file(p.data_path, lang), ud_pairs.lexicon_files(p.data_path, lang),
+             p.seed) for lang in langs if files[lang]]
+    # Languages are independent and pure Python: built in parallel by forked workers (nothing re-imported).
+    results = list(tok_lib.ordered_map(_build_pairs, jobs, min(workers(p), len(jobs))))
+    for (files_, lang, *_), built in zip(jobs, results):
+        target = dp.multiblimp(lang)
         written.append(ud_pairs.write_data_tsv(built.pairs, target))
-        rows.append({"lang": lang, "treebank_files": " ".join(f.name for f in files),
+        rows.append({"lang": lang, "treebank_files": " ".join(f.name for f in files_),
                      "sentences": built.sentences, **ud_pairs.counts(built.pairs),
                      "before_balancing": sum(built.before_balance.values())})
         log(f"  {lang}: {len(built.pairs)} MultiBLiMP pairs from {built.sentences} held-out UD sentences")
@@ -247,7 +262,7 @@ def _prepare(p: Params, dp: DataPaths, log) -> list[Path]:
         log(f"  {lang}: {split[lang][2]}")
     eng_train = split[languages.ENGLISH][0]
     eng_seed, eng_base = corpus.split_fraction(eng_train, p.english_seed_fraction, p.seed, "english-80-20")
-    code = corpus.load_python_edu(max_chars=p.code_max_bytes) if p.code_source == "python-edu" \
+    code = list(_code_stream(p)) if p.code_source == "python-edu" \
         else corpus.code_documents(p.code_max_bytes, seed=p.seed)
     if p.code_chunk_chars:
         code = corpus.chunk_code(code, p.code_chunk_chars)
@@ -344,3 +359,325 @@ def _prepare(p: Params, dp: DataPaths, log) -> list[Path]:
 
 def load_plan(p: Params) -> dict:
     return json.loads(paths(p).plan.read_text())
+
+
+# -- the Hub path: streamed, staged on disk, tokenised by a pool, mixed by document index ----------
+#
+# Pass 1 streams each source once (shuffled by a seeded buffer), normalises, drops exact duplicates
+# (64-bit hashes of the keys), picks held-out documents by the stable-hash rule, and appends the rest
+# to a gzipped staging file; a target language stops at `char_budget` characters, more than UniMax
+# can give any one language. Pass 2 reads the staging file in batches: worker processes drop documents
+# that contain evaluation or held-out text and tokenise the others, in order, into data/docs/<name>.bin
+# with document offsets. UniMax then runs on the measured characters, and every stage's stream is
+# written from those token files through seeded permutations of document numbers.
+
+STAGE_BATCH = 256  # documents per task of the worker pool
+KEEP, EVAL_TEXT, HELDOUT_TEXT = 0, 1, 2
+_WORKER: dict = {}  # what a pass-2 worker process checks against
+
+
+def workers(p: Params) -> int:
+    """`data_workers`, else the cores this process may run on."""
+    if p.data_workers:
+        return p.data_workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _code_stream(p: Params):
+    """Code documents: python-edu streamed (contents downloaded by blob id) or the interpreter's
+    stdlib; at most `code_max_bytes` characters (the last file may cross it), whole files."""
+    if p.code_source != "python-edu":
+        yield from corpus.code_documents(p.code_max_bytes, seed=p.seed)
+        return
+    chars = 0
+    for doc in corpus.stream_documents("code", p.seed):
+        if p.code_max_bytes is not None and chars >= p.code_max_bytes:
+            return
+        yield doc
+        chars += len(doc.text)
+
+
+def _stage_lines(path: Path, texts) -> int:
+    """Write texts to a gzipped JSON-lines file (code keeps its newlines); returns the characters."""
+    chars = 0
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as out:
+        for text in texts:
+            out.write(json.dumps(text, ensure_ascii=False) + "\n")
+            chars += len(text)
+    return chars
+
+
+def _staged_batches(path: Path):
+    batch = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            batch.append(json.loads(line))
+            if len(batch) == STAGE_BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _staged_texts(path: Path):
+    for batch in _staged_batches(path):
+        yield from batch
+
+
+def _stage_language(p: Params, dp: DataPaths, lang: str, keys: set[str], max_chars: float):
+    """Pass 1 for one language: returns (held-out documents, counts). Held-out candidates are
+    decontaminated here, so the held-out set is the local rule's (smallest hashes among clean
+    candidates); training documents are decontaminated in pass 2, in parallel."""
+    index = corpus.contamination_index(keys)
+    held = corpus.StreamingHeldout(p.heldout_fraction, p.seed, p.heldout_max_docs,
+                                   reject=lambda d: corpus.is_contaminated(d.text, keys, index))
+    dedup = corpus.HashDedup()
+    counts = {"docs_raw": 0, "duplicates_removed": 0}
+
+    def train_texts():
+        chars = 0
+        for doc in corpus.stream_documents(lang, p.seed):
+            if chars >= max_chars or (p.max_docs_per_lang is not None and counts["docs_raw"] >= p.max_docs_per_lang):
+                return
+            counts["docs_raw"] += 1
+            if not dedup.is_new(doc.text):
+                counts["duplicates_removed"] += 1
+                continue
+            for kept in held.offer(doc):
+                yield kept.text
+                chars += len(kept.text)
+
+    _stage_lines(dp.staging / f"{lang}.jsonl.gz", train_texts())
+    return held.heldout(), {**counts, "decontaminated": held.rejected}
+
+
+def _stage_code(p: Params, dp: DataPaths) -> None:
+    docs = _code_stream(p)
+    if p.code_chunk_chars:
+        docs = (piece for doc in docs for piece in corpus.chunk_code([doc], p.code_chunk_chars))
+    _stage_lines(dp.staging / "code.jsonl.gz", (d.text for d in docs))
+
+
+def _init_worker(encoder, eval_keys: set[str], heldout_keys: set[str], seed: int) -> None:
+    tok_lib.init_worker(encoder)
+    _WORKER.update(eval=eval_keys, eval_index=corpus.contamination_index(eval_keys), held=heldout_keys,
+                   held_index=corpus.contamination_index(heldout_keys), seed=seed)
+
+
+def _status(text: str) -> int:
+    if _WORKER["eval"] and corpus.is_contaminated(text, _WORKER["eval"], _WORKER["eval_index"]):
+        return EVAL_TEXT
+    # Near-duplicates that exact dedup misses must not leak held-out text into training.
+    if _WORKER["held"] and corpus.is_contaminated(text, _WORKER["held"], _WORKER["held_index"]):
+        return HELDOUT_TEXT
+    return KEEP
+
+
+def _clean_and_encode(texts: list[str]) -> dict:
+    """One pool task: which documents stay, and for those their ids, characters, UTF-8 bytes and
+    English 80/20 unit."""
+    status = np.array([_status(t) for t in texts], dtype=np.int8)
+    kept = [t for t, s in zip(texts, status) if s == KEEP]
+    return {"status": status, "ids": tok_lib.encode_in_worker(kept),
+            "chars": np.array([len(t) for t in kept], dtype=np.int64),
+            "bytes": np.array([len(t.encode()) for t in kept], dtype=np.int64),
+            "units": np.array([corpus.stable_unit(corpus.dedup_key(t), _WORKER["seed"], "english-80-20")
+                               for t in kept], dtype=np.float64)}
+
+
+@dataclass
+class DocFile:
+    """A source's kept documents, tokenised once: the token file and per-document numbers (in RAM:
+    a few bytes per document, never text)."""
+    path: Path
+    chars: np.ndarray
+    bytes: np.ndarray
+    units: np.ndarray  # stable_unit for the English 80/20 split
+    tokens: np.ndarray
+    removed: dict
+
+    @property
+    def n(self) -> int:
+        return len(self.chars)
+
+
+def tokenise_staged(staged: Path, out: Path, tok, vocab: int, eval_keys: set[str], heldout_keys: set[str],
+                    seed: int, n_workers: int) -> DocFile:
+    """Pass 2: decontaminate and tokenise a staging file with `n_workers` processes, in order, into a
+    token file with document offsets."""
+    parts: dict[str, list] = {"chars": [], "bytes": [], "units": []}
+    removed = {EVAL_TEXT: 0, HELDOUT_TEXT: 0}
+    results = tok_lib.ordered_map(_clean_and_encode, _staged_batches(staged), n_workers, _init_worker,
+                                  (tok_lib.worker_state(tok), eval_keys, heldout_keys, seed))
+    with packing.TokenWriter(out, vocab, offsets=True) as writer:
+        for result in results:
+            for ids in result["ids"]:
+                writer.add(ids)
+            for key in parts:
+                parts[key].append(result[key])
+            for code in removed:
+                removed[code] += int((result["status"] == code).sum())
+    arrays = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    tokens = packing.PackedTokens(out).doc_lengths().copy()
+    return DocFile(out, arrays["chars"], arrays["bytes"], arrays["units"], tokens,
+                   {"decontaminated": removed[EVAL_TEXT], "heldout_overlap_removed": removed[HELDOUT_TEXT]})
+
+
+def _hub_tokenizer(p: Params, dp: DataPaths, names: list[str], keys: dict[str, set[str]]):
+    """Llama-3, or a BPE trained on the staged training text as pass 2 will keep it."""
+    if p.tokenizer == "llama3":
+        return tok_lib.llama3_tokenizer()
+
+    def texts():
+        for name in names:
+            index = corpus.contamination_index(keys[name])
+            for text in _staged_texts(dp.staging / f"{name}.jsonl.gz"):
+                if not keys[name] or not corpus.is_contaminated(text, keys[name], index):
+                    yield text
+    return tok_lib.train_bpe(texts(), p.bpe_vocab_size)
+
+
+def take_chars(rng: np.random.Generator, doc_chars: np.ndarray, target: float) -> np.ndarray:
+    """Documents for `target` characters: whole passes (each a fresh permutation), then documents
+    of one more permutation until the target is reached (the last one may cross it)."""
+    n, total = len(doc_chars), float(doc_chars.sum())
+    whole = int(target // total) if total else 0
+    parts = [rng.permutation(n) for _ in range(whole)]
+    rest = target - whole * total
+    if rest > 0 and n:
+        perm = rng.permutation(n)
+        k = min(n, int(np.searchsorted(np.cumsum(doc_chars[perm]), rest, side="left")) + 1)
+        parts.append(perm[:k])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def take_docs(rng: np.random.Generator, n: int, epochs: float) -> np.ndarray:
+    """`repeat_epochs` on document numbers: whole permuted passes, then the start of one more."""
+    parts = [rng.permutation(n) for _ in range(int(epochs))]
+    rest = round((epochs - int(epochs)) * n)
+    if rest:
+        parts.append(rng.permutation(n)[:rest])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _sample(rng: np.random.Generator, pool: np.ndarray, k: int) -> np.ndarray:
+    return rng.choice(pool, size=min(k, len(pool)), replace=False) if k else np.zeros(0, dtype=np.int64)
+
+
+def _prepare_hub(p: Params, dp: DataPaths, log) -> list[Path]:
+    pair_outputs = build_multiblimp(p, dp, log)
+    shutil.rmtree(dp.staging, ignore_errors=True)
+    dp.staging.mkdir(parents=True)
+    langs = [languages.ENGLISH, *p.langs]
+    keys = {lang: eval_keys(p, lang) for lang in langs} | {"code": set()}
+    heldout, counts = {}, {}
+    for lang in langs:
+        cap = float("inf") if lang == languages.ENGLISH else p.char_budget
+        heldout[lang], counts[lang] = _stage_language(p, dp, lang, keys[lang], cap)
+        log(f"  {lang}: staged, {counts[lang]}")
+    _stage_code(p, dp)
+    names = [*langs, "code"]
+    tok = _hub_tokenizer(p, dp, names, {n: keys[n] | {corpus.dedup_key(d.text) for d in heldout.get(n, [])}
+                                        for n in names})
+    tok_lib.save_tokenizer(tok, dp.tokenizer)
+    vocab = len(tok)
+    docs = {}
+    for name in names:
+        held_keys = {corpus.dedup_key(d.text) for d in heldout.get(name, [])}
+        docs[name] = tokenise_staged(dp.staging / f"{name}.jsonl.gz", dp.docs(name), tok, vocab, keys[name],
+                                     held_keys, p.seed, workers(p))
+        if name in counts:
+            counts[name]["decontaminated"] += docs[name].removed["decontaminated"]
+            counts[name] |= {"heldout_overlap_removed": docs[name].removed["heldout_overlap_removed"],
+                             "train_docs": docs[name].n, "heldout_docs": len(heldout[name])}
+        log(f"  {name}: {docs[name].n} documents, {int(docs[name].tokens.sum())} tokens")
+        if name in heldout and (not docs[name].n or not heldout[name]):
+            raise ValueError(f"language {name}: {docs[name].n} training and {len(heldout[name])} held-out "
+                             "documents after cleaning; the stream is too small for these parameters")
+    shutil.rmtree(dp.staging)
+    rows, plan = _mix_hub(p, dp, docs, counts, vocab)
+    for lang in langs:
+        _write_text(dp.heldout(lang), heldout[lang])
+        if has_local_eval_data(p):
+            artifacts.atomic_write_text(dp.udhr(lang), "".join(
+                line + "\n" for line in corpus.udhr_lines(p.data_path, lang)))
+    artifacts.atomic_write_json(dp.plan, {"vocab_size": vocab, "bos_token_id": tok.bos_token_id,
+                                          "eos_token_id": tok.eos_token_id, **plan})
+    artifacts.atomic_write_text(dp.stats, pd.DataFrame(rows).to_csv(index=False))
+    return pair_outputs
+
+
+def _mix_hub(p: Params, dp: DataPaths, docs: dict[str, DocFile], counts: dict, vocab: int) -> tuple[list, dict]:
+    """Every stage's stream from the per-source token files; only document numbers are in memory.
+    A document's global number is its index plus the documents of the sources before it."""
+    rng = np.random.default_rng(p.seed)
+    names = list(docs)
+    start = dict(zip(names, np.cumsum([0] + [docs[n].n for n in names]).tolist()))
+    sources = [packing.PackedTokens(docs[n].path) for n in names]
+    doc_tokens = np.concatenate([docs[n].tokens for n in names])
+
+    def glob(name: str, idx: np.ndarray) -> np.ndarray:
+        return np.asarray(idx, dtype=np.int64) + start[name]
+
+    def write(name: str, order: np.ndarray) -> dict:
+        return packing.write_mixture(dp.train(name), sources, order, vocab)
+
+    eng, code = docs[languages.ENGLISH], docs["code"]
+    eng_seed = np.flatnonzero(eng.units < p.english_seed_fraction)
+    eng_base = np.flatnonzero(eng.units >= p.english_seed_fraction)
+    available = {lang: int(docs[lang].chars.sum()) for lang in p.langs}
+    alloc = unimax.unimax(available, p.char_budget, p.max_epochs)
+    replay = replay_counts(p, {lang: docs[lang].n for lang in p.langs}, len(eng_seed), code.n)
+    rows, mixtures = [], []
+    for lang in p.langs:
+        target = glob(lang, take_chars(rng, docs[lang].chars, alloc[lang]))
+        n_eng, n_code = replay[lang]
+        replay_docs = np.concatenate([glob(languages.ENGLISH, _sample(rng, eng_seed, n_eng)),
+                                      glob("code", _sample(rng, np.arange(code.n), n_code))])
+        mixtures.append(rng.permutation(np.concatenate([target, replay_docs])))
+        info = write(lang, mixtures[-1])
+        if info["n_tokens"] < p.tokens_per_step:
+            raise corpus.DataError(f"language {lang}: {info['n_tokens']} training tokens, less than one batch of "
+                                   f"{p.tokens_per_step} (global_batch_size x seq_len); raise char_budget or "
+                                   "lower global_batch_size")
+        train_tokens = int(docs[lang].tokens.sum())
+        rows.append({
+            "lang": lang, **counts[lang], "train_chars": available[lang],
+            "train_bytes": int(docs[lang].bytes.sum()), "train_tokens": train_tokens,
+            "chars_per_token": round(available[lang] / train_tokens, 3), "unimax_chars": round(alloc[lang]),
+            "epochs": round(alloc[lang] / available[lang], 3), "target_tokens": int(doc_tokens[target].sum()),
+            "replay_english_docs": n_eng, "replay_code_docs": n_code,
+            "replay_tokens": int(doc_tokens[replay_docs].sum()),
+            "replay_share_samples": round(len(replay_docs) / len(mixtures[-1]), 4), "stream_tokens": info["n_tokens"],
+            "steps": p.cpt_steps.get(lang, info["n_tokens"] // p.tokens_per_step),
+        })
+    joint = np.concatenate(mixtures)
+    info = write(languages.MULTILINGUAL, rng.permutation(joint))
+    rows.append({"lang": languages.MULTILINGUAL, "stream_tokens": info["n_tokens"],
+                 "target_tokens": sum(r["target_tokens"] for r in rows),
+                 "replay_tokens": sum(r["replay_tokens"] for r in rows),
+                 "steps": p.cpt_steps.get(languages.MULTILINGUAL, info["n_tokens"] // p.tokens_per_step)})
+
+    # The seed: code epochs, then 80% English mixed with code; the bases: the other 20% English.
+    phase1 = glob("code", take_docs(rng, code.n, p.seed_code_epochs))
+    phase2_code = glob("code", _sample(rng, np.arange(code.n), round(p.seed_english_phase_code_fraction * code.n)))
+    phase2 = rng.permutation(np.concatenate([glob(languages.ENGLISH, eng_seed), phase2_code]))
+    seed_info = write("seed", np.concatenate([phase1, phase2]))
+    base_info = write("base", rng.permutation(glob(languages.ENGLISH, eng_base)))
+    seed_steps = p.seed_steps or seed_info["n_tokens"] // p.tokens_per_step
+    base_steps = p.base_steps or base_info["n_tokens"] // p.tokens_per_step
+    rows.append({"lang": "eng (seed: code, then 80% English + code)", **counts[languages.ENGLISH],
+                 "train_chars": int(eng.chars[eng_seed].sum()), "train_tokens": int(eng.tokens[eng_seed].sum()),
+                 "stream_tokens": seed_info["n_tokens"], "steps": seed_steps})
+    rows.append({"lang": "eng (bases: 20% English)", "train_chars": int(eng.chars[eng_base].sum()),
+                 "train_tokens": int(eng.tokens[eng_base].sum()), "stream_tokens": base_info["n_tokens"],
+                 "steps": base_steps})
+    rows.append({"lang": "code (Python)", "train_docs": code.n, "train_chars": int(code.chars.sum()),
+                 "train_tokens": int(code.tokens.sum())})
+    plan = {"seed_steps": seed_steps, "base_steps": base_steps,
+            "clone_after_fraction_of_english_steps": round(seed_steps / (seed_steps + base_steps), 4),
+            "seed_phase_tokens": {"code": int(doc_tokens[phase1].sum()),
+                                  "english_and_code": int(doc_tokens[phase2].sum())},
+            "cpt_steps": {r["lang"]: r["steps"] for r in rows[: len(p.langs) + 1]},
+            "unimax_chars": {k: round(v) for k, v in alloc.items()}, "available_chars": available}
+    return rows, plan

@@ -40,47 +40,101 @@ def _atomic_temp(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 
 
-def write_tokens(path: str | Path, docs_token_ids: Iterable[list[int]], vocab_size: int) -> dict:
+def write_tokens(path: str | Path, docs_token_ids: Iterable[list[int]], vocab_size: int,
+                 offsets: bool = False) -> dict:
     """Write documents' token ids as one stream to `path` and its sidecar, atomically.
 
     `docs_token_ids` may be a generator; at most about a million tokens are held at once.
     Ids outside [0, vocab_size) raise ValueError (and nothing is written). Returns the sidecar
-    dict: dtype, n_tokens, n_docs, vocab_size, sha256 (of the .bin).
+    dict: dtype, n_tokens, n_docs, vocab_size, sha256 (of the .bin); with `offsets`, also the
+    document boundaries (see TokenWriter).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dtype = token_dtype(vocab_size)
-    sha = hashlib.sha256()
-    n_tokens = n_docs = 0
-    fd, tmp = _atomic_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pending: list[np.ndarray] = []
-            pending_len = 0
-            for ids in docs_token_ids:
-                arr = np.asarray(ids, dtype=np.int64)
-                if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
-                    raise ValueError(f"document {n_docs}: token id out of range [0, {vocab_size})")
-                pending.append(arr)
-                pending_len += arr.size
-                n_docs += 1
-                if pending_len >= _CHUNK_TOKENS:
-                    n_tokens += _write_chunk(f, pending, dtype, sha)
-                    pending, pending_len = [], 0
-            n_tokens += _write_chunk(f, pending, dtype, sha)
-        meta = {
-            "dtype": dtype.str,
-            "n_tokens": n_tokens,
-            "n_docs": n_docs,
-            "vocab_size": vocab_size,
-            "sha256": sha.hexdigest(),
-        }
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    _write_json_atomic(sidecar_path(path), meta)
-    return meta
+    with TokenWriter(path, vocab_size, offsets=offsets) as writer:
+        for ids in docs_token_ids:
+            writer.add(ids)
+    return writer.meta
+
+
+def offsets_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".idx")
+
+
+class TokenWriter:
+    """Streams documents into a packed token file (`write_tokens`' format), atomically on exit.
+
+    With `offsets`, a sidecar `<name>.idx` gets the little-endian int64 start of every document
+    plus the end of the stream (n_docs + 1 numbers), and the JSON sidecar names it with its
+    sha256; without, the files are exactly those `write_tokens` always wrote.
+    """
+
+    def __init__(self, path: str | Path, vocab_size: int, offsets: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.vocab_size = vocab_size
+        self.dtype = token_dtype(vocab_size)
+        self.sha = hashlib.sha256()
+        self.n_tokens = self.n_docs = 0
+        self.pending: list[np.ndarray] = []
+        self.pending_len = 0
+        self.meta: dict = {}
+        self._files = [self._open(self.path)]
+        self.offsets = offsets
+        if offsets:
+            self._files.append(self._open(offsets_path(self.path)))
+            self.offsets_sha = hashlib.sha256()
+            self._write_offsets([0])
+
+    @staticmethod
+    def _open(path: Path):
+        fd, tmp = _atomic_temp(path)
+        return path, tmp, os.fdopen(fd, "wb")
+
+    def add(self, ids) -> None:
+        arr = np.asarray(ids, dtype=np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
+            raise ValueError(f"document {self.n_docs}: token id out of range [0, {self.vocab_size})")
+        self.add_checked(arr)
+
+    def add_checked(self, arr: np.ndarray) -> None:
+        """Add one document whose ids are known to be in range (e.g. copied from a token file)."""
+        self.pending.append(arr)
+        self.pending_len += arr.size
+        self.n_docs += 1
+        if self.offsets:
+            self._write_offsets([self.n_tokens + self.pending_len])
+        if self.pending_len >= _CHUNK_TOKENS:
+            self._flush()
+
+    def _write_offsets(self, values) -> None:
+        data = np.asarray(values, dtype="<i8").tobytes()
+        self._files[1][2].write(data)
+        self.offsets_sha.update(data)
+
+    def _flush(self) -> None:
+        self.n_tokens += _write_chunk(self._files[0][2], self.pending, self.dtype, self.sha)
+        self.pending, self.pending_len = [], 0
+
+    def __enter__(self) -> TokenWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._flush()
+        finally:
+            for _, _, f in self._files:
+                f.close()
+        if exc_type is not None:
+            for _, tmp, _ in self._files:
+                os.unlink(tmp)
+            return
+        self.meta = {"dtype": self.dtype.str, "n_tokens": self.n_tokens, "n_docs": self.n_docs,
+                     "vocab_size": self.vocab_size, "sha256": self.sha.hexdigest()}
+        if self.offsets:
+            self.meta |= {"offsets": offsets_path(self.path).name, "offsets_sha256": self.offsets_sha.hexdigest()}
+        for final, tmp, _ in self._files:
+            os.replace(tmp, final)
+        _write_json_atomic(sidecar_path(self.path), self.meta)
 
 
 def _write_chunk(f, arrays: list[np.ndarray], dtype: np.dtype, sha) -> int:
@@ -130,6 +184,37 @@ class PackedTokens:
             self.tokens = np.zeros(0, dtype=self.dtype)
         else:
             self.tokens = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.n_tokens,))
+        self.offsets = self._load_offsets()
+
+    def _load_offsets(self) -> np.ndarray | None:
+        """The document starts (n_docs + 1 int64, memory-mapped) when the file was written with offsets."""
+        if "offsets" not in self.meta:
+            return None
+        path = self.path.parent / self.meta["offsets"]
+        n_docs = int(self.meta["n_docs"])
+        if not path.is_file() or path.stat().st_size != 8 * (n_docs + 1):
+            raise PackedTokensError(f"{path}: missing or not {n_docs + 1} offsets; rebuild {self.path}")
+        offsets = np.memmap(path, dtype="<i8", mode="r", shape=(n_docs + 1,))
+        if offsets[0] != 0 or offsets[-1] != self.n_tokens:
+            raise PackedTokensError(f"{path}: offsets do not span the {self.n_tokens} tokens; rebuild {self.path}")
+        return offsets
+
+    @property
+    def n_docs(self) -> int:
+        return int(self.meta["n_docs"])
+
+    def document(self, i: int) -> np.ndarray:
+        """Token ids of document i (a memory-mapped view); needs a file written with offsets."""
+        if self.offsets is None:
+            raise PackedTokensError(f"{self.path} has no document offsets; write it with offsets=True")
+        if not 0 <= i < self.n_docs:
+            raise IndexError(f"document {i} out of range: {self.path} has {self.n_docs} documents")
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    def doc_lengths(self) -> np.ndarray:
+        if self.offsets is None:
+            raise PackedTokensError(f"{self.path} has no document offsets; write it with offsets=True")
+        return np.diff(self.offsets)
 
     @property
     def vocab_size(self) -> int:
@@ -159,3 +244,21 @@ class PackedTokens:
                 sha.update(chunk)
         if sha.hexdigest() != self.meta["sha256"]:
             raise PackedTokensError(f"{self.path}: sha256 differs from its sidecar: the file is corrupted, rebuild it")
+
+
+def write_mixture(path: str | Path, sources: list[PackedTokens], order: np.ndarray, vocab_size: int) -> dict:
+    """Write a stream of documents picked from token files with offsets, in the given order.
+
+    `order` holds global document numbers: source k's document i is `sum(n_docs of sources before k) + i`.
+    Only these numbers are in memory; the tokens are copied from the memory-mapped sources.
+    """
+    if any(s.vocab_size > vocab_size for s in sources):
+        raise ValueError(f"a source has a larger vocabulary than {vocab_size}: {[str(s.path) for s in sources]}")
+    bounds = np.cumsum([0] + [s.n_docs for s in sources])
+    with TokenWriter(path, vocab_size) as writer:
+        for g in np.asarray(order, dtype=np.int64):
+            k = int(np.searchsorted(bounds, g, side="right")) - 1
+            if not 0 <= k < len(sources):
+                raise IndexError(f"document number {g} out of range: the sources hold {bounds[-1]} documents")
+            writer.add_checked(np.asarray(sources[k].document(int(g - bounds[k])), dtype=np.int64))
+    return writer.meta

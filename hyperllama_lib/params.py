@@ -19,7 +19,7 @@ from . import languages
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO_ROOT / "params"
-SCALES = ("smoke", "tiny", "small", "paper")
+SCALES = ("smoke", "tiny", "small", "paper", "small_t4")
 SETUPS = ("1x", "1x_cloned", "2x")
 DATA_ENV = "HYPERLLAMA_DATA"
 RUNS_ENV = "HYPERLLAMA_RUNS"
@@ -58,7 +58,8 @@ class Params:
     heldout_max_docs: int | None = 300
     english_seed_fraction: float = 0.8  # the paper's 80/20 English split: seed / bases
     code_source: str = "stdlib"  # stdlib: the interpreter's own Python source | python-edu (SmolLM-Corpus, Hub)
-    code_max_bytes: int = 300_000
+    code_max_bytes: int | None = 300_000  # None: all of the code source
+    data_workers: int | None = None  # processes that clean and tokenise on the Hub path; None: all cores
     code_chunk_chars: int | None = 2000  # cut code files into ~this many characters; None: whole files
     char_budget: float = 1.2e6  # UniMax budget in characters over the target languages
     max_epochs: float = 6.0
@@ -97,12 +98,22 @@ class Params:
     base_steps: int | None = None
     cpt_steps: dict = field(default_factory=dict)  # lang or "multilingual" -> steps
     checkpoint_every_tokens: int = 20480  # save a checkpoint (and evaluate it in 05_eval) this often
+    cpt_checkpoint_every_tokens: dict = field(default_factory=dict)  # lang -> checkpoint_every_tokens for its CPT
     keep_checkpoints: int | None = None  # checkpoints/step_N kept per stage; None: all (05_eval scores each)
     keep_resume_states: int = 1  # newest resume states kept per stage (each: weights + AdamW moments)
     train_eval_every_tokens: int | None = None  # held-out bpb during training; None: at every checkpoint
     train_eval_max_bytes: int = 20000
+    # released models (hyperllama_lib/released.py): train | hub (02_upscale fetches the English bases, 03_cpt the
+    # adapted models, from the Hub instead of training them)
+    models_from: str = "train"
+    # Hub ids of the adapted models; {size} 180M|572M, {setup}, {lang} ISO code, {language} name. A guess at the
+    # authors' naming: check it on the Hub
+    released_repo_pattern: str = "liu-nlp/HyperLlama-{size}-{language}-{setup}"
+    released_repos: dict = field(default_factory=dict)  # "<setup>/<lang>" (eng: base) -> "owner/name[@revision]"
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (fp32 on CPU, bf16 autocast on GPU) | fp32 | bf16
+    precision: str = "auto"  # auto (fp32 on CPU, bf16 autocast on GPU) | fp32 | bf16 | fp16 (loss-scaled; T4)
+    distributed: str = "ddp"  # under torchrun: ddp (replicated model) | fsdp (FSDP2, sharded weights and AdamW)
+    compile: str = "auto"  # torch.compile the training model: auto (on CUDA) | true | false
     # merging
     merge_methods: list = field(default_factory=lambda: ["linear", "ties"])
     merge_density: float = 0.5
@@ -220,15 +231,40 @@ def _lang(value: str, allow_multilingual: bool = False) -> str:
         raise ParamError(str(e)) from None
 
 
+def _released_repos(p: Params) -> dict[str, str]:
+    """Check released_repo_pattern and normalise released_repos keys to "<setup>/<ISO code>"."""
+    try:
+        p.released_repo_pattern.format(size="180M", setup="1x", lang="swe", language="swedish")
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        raise ParamError(f"released_repo_pattern {p.released_repo_pattern!r} is not a valid pattern ({e!r}); "
+                         "placeholders: {size}, {setup}, {lang}, {language}") from None
+    repos = {}
+    for key, spec in p.released_repos.items():
+        setup, _, lang = str(key).partition("/")
+        _choice("released_repos setup", setup, SETUPS)
+        lang = _lang(lang, allow_multilingual=True)
+        if (setup, lang) == ("1x_cloned", languages.ENGLISH) or not isinstance(spec, str) \
+                or str(spec).partition("@")[0].count("/") != 1:
+            raise ParamError(f"released_repos {key!r}: {spec!r} is not a model to fetch (\"owner/name\" or "
+                             "\"owner/name@revision\"; the 1x_cloned base is cloned, not fetched)")
+        repos[f"{setup}/{lang}"] = spec
+    return repos
+
+
 def validate(p: Params, need_data: bool = True) -> Params:
     _choice("scale", p.scale, SCALES)
     _choice("data_source", p.data_source, ("local", "hub"))
     _choice("tokenizer", p.tokenizer, ("bpe", "llama3"))
     _choice("code_source", p.code_source, ("stdlib", "python-edu"))
     _choice("device", p.device, ("auto", "cpu", "cuda"))
-    _choice("precision", p.precision, ("auto", "fp32", "bf16"))
+    _choice("precision", p.precision, ("auto", "fp32", "bf16", "fp16"))
+    _choice("distributed", p.distributed, ("ddp", "fsdp"))
+    p.compile = str(p.compile).lower()  # YAML and --set give booleans
+    _choice("compile", p.compile, ("auto", "true", "false"))
     _choice("merge_dtype", p.merge_dtype, ("float32", "bfloat16", "float16"))
     _choice("merge_subsets", p.merge_subsets, ("full", "all"))
+    _choice("models_from", p.models_from, ("train", "hub"))
+    p.released_repos = _released_repos(p)
     if p.fisher_tokens < 1 or p.fisher_floor < 0:
         raise ParamError(f"fisher_tokens must be >= 1 and fisher_floor >= 0, got {p.fisher_tokens} "
                          f"and {p.fisher_floor}")
@@ -257,6 +293,8 @@ def validate(p: Params, need_data: bool = True) -> Params:
     for method in p.merge_methods:
         _choice("merge method", method, tuple(METHODS))
     p.cpt_steps = {_lang(k, allow_multilingual=True): int(v) for k, v in p.cpt_steps.items()}
+    p.cpt_checkpoint_every_tokens = {_lang(k, allow_multilingual=True): int(v)
+                                     for k, v in p.cpt_checkpoint_every_tokens.items()}
     if p.global_batch_size % p.micro_batch_size:
         raise ParamError(f"global_batch_size {p.global_batch_size} is not a multiple of micro_batch_size {p.micro_batch_size}")
     if p.hidden_size != p.num_heads * p.head_dim:

@@ -7,10 +7,15 @@ just the text's ids, and `encode_documents` prepends BOS explicitly, as the pape
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
-from collections.abc import Iterable
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -136,3 +141,68 @@ def encode_documents(
     head = [tok.bos_token_id] if add_bos else []
     tail = [tok.eos_token_id] if add_eos else []
     return [head + enc.ids + tail for enc in encodings]
+
+
+# -- tokenising in a pool of processes (01_data's streaming path) ---------------------------------
+
+_WORKER: dict = {}  # the tokenizer of this worker process, rebuilt from its JSON by init_worker
+
+
+def worker_state(tok: PreTrainedTokenizerFast) -> tuple[str, int | None, int | None]:
+    """What a worker process needs to encode like `encode_documents`: the backend's JSON, BOS, EOS."""
+    return tok.backend_tokenizer.to_str(), tok.bos_token_id, tok.eos_token_id
+
+
+def init_worker(state: tuple[str, int | None, int | None]) -> None:
+    backend = Tokenizer.from_str(state[0])
+    backend.encode_special_tokens = True  # literal special-token strings in text are plain text
+    _WORKER.update(backend=backend, bos=state[1], eos=state[2])
+
+
+def encode_in_worker(texts: list[str], add_bos: bool = True) -> list[np.ndarray]:
+    """`encode_documents` with the worker's tokenizer, as uint32 arrays (half the bytes to send back)."""
+    encodings = _WORKER["backend"].encode_batch(list(texts), add_special_tokens=False)
+    head = [_WORKER["bos"]] if add_bos else []
+    return [np.array(head + enc.ids, dtype=np.uint32) for enc in encodings]
+
+
+@contextlib.contextmanager
+def _children_without_tokenizers_threads() -> Iterator[None]:
+    # Forked children must not use the Rust thread pool the parent may have started; the environment
+    # variable, inherited at fork, makes them encode on their own thread (and keeps tokenizers quiet).
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
+
+
+def _context():
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def ordered_map(fn: Callable, items: Iterable, workers: int, initializer: Callable | None = None,
+                initargs: tuple = ()) -> Iterator:
+    """fn(item) for each item, in input order, computed by `workers` processes (in this process when
+    workers <= 1). At most 2 x workers items are in flight, so a long input is never read ahead into
+    memory. `fn` and `initializer` must be module-level functions."""
+    if workers <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(fn, items)
+        return
+    with _children_without_tokenizers_threads():
+        pool = _context().Pool(workers, initializer, initargs)
+    with pool:
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append(pool.apply_async(fn, (item,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()

@@ -40,12 +40,13 @@ from tqdm.auto import tqdm
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import artifacts, evaluation, modeling
+from . import artifacts, distributed, evaluation, modeling
 from .packing import PackedTokens
-from .params import Params
+from .params import ParamError, Params
 
 RESUME_DIR = "resume"
 RESUME_FORMAT = 1
+FP16_INIT_SCALE = 2.0 ** 16  # GradScaler's first loss scale (halved on every overflow)
 # Parameters that change what a stage computes (retention and device do not).
 RESUME_KEYS = ["seed", "seq_len", "micro_batch_size", "global_batch_size", "lr", "adam_beta1", "adam_beta2",
                "adam_eps", "weight_decay", "grad_clip", "warmup_steps", "decay_fraction",
@@ -73,17 +74,35 @@ class DiskSpaceError(TrainingError, OSError):
 
 
 def resolve_device(p: Params) -> torch.device:
-    if p.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(p.device)
+    kind = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
+    if kind == "cuda" and distributed.world_size() > 1:
+        return torch.device("cuda", distributed.local_rank())
+    return torch.device(kind)
 
 
 def autocast(p: Params, device: torch.device):
-    """bf16 autocast with fp32 master weights on GPU (the paper's bf16 + fp32 accumulation); fp32 on CPU."""
+    """bf16 autocast with fp32 master weights on GPU (the paper's bf16 + fp32 accumulation); fp32 on CPU.
+    fp16 (GPUs without bf16, e.g. a T4) autocasts to float16 and needs the loss scaling of `grad_scaler`."""
+    if p.precision == "fp16":
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
     use_bf16 = p.precision == "bf16" or (p.precision == "auto" and device.type == "cuda")
     if use_bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def grad_scaler(p: Params, model, device: torch.device):
+    """Loss scaling for fp16 (None otherwise); sharded gradients need the scaler that agrees across ranks."""
+    if p.precision != "fp16":
+        return None
+    if distributed.sharded(model):
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+        return ShardedGradScaler(device.type, init_scale=FP16_INIT_SCALE)
+    return torch.amp.GradScaler(device.type, init_scale=FP16_INIT_SCALE)
+
+
+def use_compile(p: Params, device: torch.device) -> bool:
+    return p.compile == "true" or (p.compile == "auto" and device.type == "cuda")
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, decay_fraction: float) -> float:
@@ -141,9 +160,11 @@ def _disk_full_is_clear(what: Path, step: int):
                              "and the last good checkpoint is kept: free disk space and run again") from None
 
 
-def _save(model, tokenizer, dst: Path, step: int = 0) -> None:
+def _save(model, tokenizer, dst: Path, step: int = 0, state_dict: dict | None = None) -> None:
+    """Save the plain (never compiled or wrapped) model; `state_dict` holds gathered weights under FSDP."""
     with _disk_full_is_clear(dst, step), artifacts.atomic_dir(dst) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        # save_pretrained empties the dict it is given
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=None if state_dict is None else dict(state_dict))
         tokenizer.save_pretrained(tmp)
 
 
@@ -159,12 +180,11 @@ def resume_key(model, stage: Stage, p: Params, total: int, data: PackedTokens) -
                                  p.subset(RESUME_KEYS), stage.eval_texts, weights.hexdigest())
 
 
-def _save_resume(root: Path, step: int, key: str, model, opt, sched, log_rows, curve_rows) -> None:
+def _save_resume(root: Path, step: int, key: str, parameters: dict, opt_state: dict, sched, scaler,
+                 log_rows, curve_rows) -> None:
     dst = root / f"step_{step:06d}"
     with _disk_full_is_clear(dst, step), artifacts.atomic_dir(dst) as tmp:
-        save_file({n: q.detach().cpu().contiguous() for n, q in model.named_parameters()},
-                  tmp / "model.safetensors")
-        opt_state = opt.state_dict()
+        save_file(parameters, tmp / "model.safetensors")
         tensors = {f"optim.{i}.{k}": v.detach().cpu().contiguous()
                    for i, per_param in opt_state["state"].items() for k, v in per_param.items()}
         tensors["rng.torch"] = torch.get_rng_state()
@@ -177,6 +197,8 @@ def _save_resume(root: Path, step: int, key: str, model, opt, sched, log_rows, c
                  "param_groups": opt_state["param_groups"], "scheduler": sched.state_dict(),
                  "rng": {"python": random.getstate(), "numpy": [keys.tolist(), pos, has_gauss, gauss]},
                  "log_rows": log_rows, "curve_rows": curve_rows}
+        if scaler is not None:
+            state["grad_scaler"] = scaler.state_dict()
         (tmp / "state.json").write_text(json.dumps(state))
 
 
@@ -196,13 +218,9 @@ def _read_resume(folder: Path, key: str) -> tuple[dict | None, str]:
         return None, f"unreadable ({type(e).__name__}: {e})"
 
 
-def _restore(state: dict, model, opt, sched) -> None:
-    params = dict(model.named_parameters())
-    if set(params) != set(state["model"]):
+def _restore(state: dict, model, opt, sched, scaler) -> None:
+    if {n for n, _ in model.named_parameters()} != set(state["model"]):
         raise TrainingError("resume state does not match the model's parameters")
-    with torch.no_grad():
-        for name, q in params.items():
-            q.copy_(state["model"][name])
     tensors = state["tensors"]
     per_param: dict[int, dict] = {}
     for name, t in tensors.items():
@@ -210,8 +228,10 @@ def _restore(state: dict, model, opt, sched) -> None:
             _, i, k = name.split(".", 2)
             per_param.setdefault(int(i), {})[k] = t
     groups = [{**g, "betas": tuple(g["betas"])} for g in state["param_groups"]]
-    opt.load_state_dict({"state": per_param, "param_groups": groups})
+    distributed.load_full_state(model, opt, state["model"], {"state": per_param, "param_groups": groups})
     sched.load_state_dict(state["scheduler"])
+    if scaler is not None and "grad_scaler" in state:
+        scaler.load_state_dict(state["grad_scaler"])
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda and torch.cuda.is_available():
@@ -243,7 +263,8 @@ def _remove_leftovers(out_dir: Path) -> None:
 
 def remove_resume_states(out_dir: Path) -> None:
     """Delete a stage's resume states; call once its finished step is recorded."""
-    shutil.rmtree(Path(out_dir) / RESUME_DIR, ignore_errors=True)
+    if distributed.is_main():
+        shutil.rmtree(Path(out_dir) / RESUME_DIR, ignore_errors=True)
 
 
 def check_disk(stage: Stage, p: Params, model, checkpoints_left: int) -> None:
@@ -264,10 +285,23 @@ def check_disk(stage: Stage, p: Params, model, checkpoints_left: int) -> None:
             f"only {free / 2**20:,.1f} MiB are free: free space, set keep_checkpoints, or choose another run_dir")
 
 
+def _unsharded(model, device):
+    """Under FSDP an unsharded copy on every rank (the scorer reads weights, which FSDP only gathers
+    inside forward); else the model itself."""
+    if not distributed.sharded(model):
+        return model
+    full = distributed.full_parameters(model, everywhere=True)
+    with torch.random.fork_rng(devices=[]):  # initialising the copy must not move the training RNG
+        copy = modeling.model_class(model.config)(model.config).float()
+    copy.load_state_dict(full, strict=False)  # strict=False: the tied head is not a parameter of its own
+    return copy.to(device)
+
+
 def _eval_bpb(model, tokenizer, stage: Stage, p: Params, device) -> dict[str, float]:
     model.eval()
+    scored = _unsharded(model, device)
     with autocast(p, device):
-        out = {lang: evaluation.bits_per_byte(model, tokenizer, texts, context_len=p.seq_len,
+        out = {lang: evaluation.bits_per_byte(scored, tokenizer, texts, context_len=p.seq_len,
                                               batch_size=p.eval_batch_size, device=device,
                                               progress=False)["bpb"]
                for lang, texts in stage.eval_texts.items()}
@@ -286,11 +320,62 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     artifacts.atomic_write_text(path, buf.getvalue())
 
 
+def _micro_batches_per_rank(p: Params) -> int:
+    """Each rank's share of a step's micro-batches (all of them with one process)."""
+    world = distributed.world_size()
+    if p.global_batch_size % (p.micro_batch_size * world):
+        raise ParamError(f"global_batch_size {p.global_batch_size} is not a multiple of micro_batch_size "
+                         f"{p.micro_batch_size} x {world} processes; change one so that every process gets "
+                         "whole micro-batches")
+    return p.grad_accum // world
+
+
+def _prepare(model, p: Params, device: torch.device):
+    """(the module forward/backward runs through, the optimiser): DDP or FSDP across processes, compiled
+    if asked. `model` itself stays the plain module that is evaluated and saved."""
+    model.to(device).train()
+    train_model = distributed.wrap(model, p.distributed, device)
+    opt = make_optimizer(model, p, device)  # after wrapping: FSDP swaps in sharded parameters
+    if use_compile(p, device):
+        train_model = torch.compile(train_model)
+    return train_model, opt
+
+
+def _find_resume(resume_root: Path, key: str, stage: str, log) -> dict | None:
+    """The newest valid resume state, chosen by rank 0 and read by every rank."""
+    state = chosen = None
+    if distributed.is_main():
+        for folder in reversed(_step_folders(resume_root)):
+            state, why = _read_resume(folder, key)
+            if state is not None:
+                chosen = str(folder)
+                break
+            log(f"[{stage}] not resuming from {folder}: {why}")
+    chosen = distributed.broadcast(chosen)
+    if chosen is not None and state is None:
+        state, why = _read_resume(Path(chosen), key)
+        if state is None:
+            raise TrainingError(f"rank {distributed.rank()} cannot read the resume state {chosen}: {why}")
+    if state is not None:
+        state["folder"] = chosen
+    return state
+
+
+def _grad_norm(model, clip: float) -> float:
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a replicated DTensor
+
+
 def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
     """Train `model` in place for one stage; returns a summary (steps, tokens, FLOPs, final bpb).
 
     Continues from the stage's newest valid resume state when there is one (see the module docstring).
+    Under torchrun every process calls this with the same arguments; each computes its share of every
+    step's micro-batches, and rank 0 alone writes files.
     """
+    distributed.init(p.device)
+    main = distributed.is_main()
+    log = log if main else (lambda message: None)
     device = resolve_device(p)
     data = PackedTokens(stage.tokens)
     n_blocks = data.num_blocks(p.seq_len)
@@ -301,31 +386,32 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
     if total < 1:
         raise TooLittleDataError(f"stage {stage.name}: {n_blocks} blocks of {p.seq_len} tokens are fewer than "
                                  f"one batch of {p.global_batch_size}; lower global_batch_size or add data")
+    accum = _micro_batches_per_rank(p)
     torch.manual_seed(p.seed)
     key = resume_key(model, stage, p, total, data)
-    model.to(device).train()
-    opt = make_optimizer(model, p, device)
+    train_model, opt = _prepare(model, p, device)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total, p.warmup_steps, p.decay_fraction))
+    scaler = grad_scaler(p, model, device)
     counts = modeling.count_parameters(model)
     save_every = max(1, round(p.checkpoint_every_tokens / p.tokens_per_step))
     eval_every = max(1, round((p.train_eval_every_tokens or p.checkpoint_every_tokens) / p.tokens_per_step))
     resume_root = stage.out_dir / RESUME_DIR
-    _remove_leftovers(stage.out_dir)
+    if main:
+        _remove_leftovers(stage.out_dir)
     log_rows, curve_rows, start = [], [], 0
-    for folder in reversed(_step_folders(resume_root)):
-        state, why = _read_resume(folder, key)
-        if state is None:
-            log(f"[{stage.name}] not resuming from {folder}: {why}")
-            continue
-        _restore(state, model, opt, sched)
+    state = _find_resume(resume_root, key, stage.name, log)
+    if state is not None:
+        _restore(state, model, opt, sched, scaler)
         start, log_rows, curve_rows = state["step"], state["log_rows"], state["curve_rows"]
-        log(f"[{stage.name}] resuming from step {start} of {total} ({folder})")
-        break
-    for folder in _step_folders(resume_root):  # states of other runs, or newer than the one resumed from
-        if int(folder.name.removeprefix("step_")) > start or not start:
-            shutil.rmtree(folder)
-    check_disk(stage, p, model, len(range(save_every * (start // save_every + 1), total, save_every)))
+        log(f"[{stage.name}] resuming from step {start} of {total} ({state['folder']})")
+    del state
+    distributed.barrier()  # every rank has read its state before rank 0 removes any
+    if main:
+        for folder in _step_folders(resume_root):  # states of other runs, or newer than the one resumed from
+            if int(folder.name.removeprefix("step_")) > start or not start:
+                shutil.rmtree(folder)
+        check_disk(stage, p, model, len(range(save_every * (start // save_every + 1), total, save_every)))
 
     def checkpoint(step: int, save: bool) -> None:
         tokens = step * p.tokens_per_step
@@ -336,48 +422,69 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
                                "flops_non_embedding": 6 * counts["non_embedding"] * tokens,
                                "lang": lang, "bpb": value})
         if save and 0 < step < total:
-            if stage.save_checkpoints and p.keep_checkpoints != 0:
-                _save(model, tokenizer, stage.out_dir / "checkpoints" / f"step_{step:06d}", step)
-                _prune(stage.out_dir / "checkpoints", p.keep_checkpoints)
-            _save_resume(resume_root, step, key, model, opt, sched, log_rows, curve_rows)
-            _prune(resume_root, p.keep_resume_states)
+            parameters = distributed.full_parameters(model)  # collectives under FSDP: every rank takes part
+            opt_state = distributed.full_optimizer_state(model, opt)
+            if main:
+                if stage.save_checkpoints and p.keep_checkpoints != 0:
+                    _save(model, tokenizer, stage.out_dir / "checkpoints" / f"step_{step:06d}", step,
+                          parameters if distributed.sharded(model) else None)
+                    _prune(stage.out_dir / "checkpoints", p.keep_checkpoints)
+                _save_resume(resume_root, step, key, parameters, opt_state, sched, scaler, log_rows, curve_rows)
+                _prune(resume_root, p.keep_resume_states)
+            distributed.barrier()
 
     if start == 0:
         checkpoint(0, save=False)
     started = time.time()
-    bar = tqdm(range(start, total), initial=start, total=total, desc=stage.name, unit="step", mininterval=2.0)
+    bar = tqdm(range(start, total), initial=start, total=total, desc=stage.name, unit="step", mininterval=2.0,
+               disable=not main)
+    first_of_rank = distributed.rank() * accum
+    skipped = sum(r.get("skipped", 0) for r in log_rows)
     for step in bar:
         loss_sum = 0.0
-        for micro in range(p.grad_accum):
-            first = (step * p.grad_accum + micro) * p.micro_batch_size
+        for micro in range(accum):
+            first = (step * p.grad_accum + first_of_rank + micro) * p.micro_batch_size
             ids = _batch(data, first, p.micro_batch_size, p.seq_len, n_blocks).to(device)
-            with autocast(p, device):
-                loss = model(input_ids=ids, labels=ids).loss / p.grad_accum
-            loss.backward()
+            with distributed.sync_grads(train_model, last=micro == accum - 1):
+                with autocast(p, device):
+                    loss = train_model(input_ids=ids, labels=ids).loss / accum
+                (loss if scaler is None else scaler.scale(loss)).backward()
             loss_sum += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
-        if not math.isfinite(loss_sum) or not math.isfinite(float(grad_norm)):
-            what = f"loss is {loss_sum}" if not math.isfinite(loss_sum) else f"gradient norm is {float(grad_norm)}"
+        loss_sum = distributed.mean(loss_sum, device)
+        if scaler is not None:
+            scaler.unscale_(opt)
+        grad_norm = _grad_norm(model, p.grad_clip)
+        # fp16 overflows are expected now and then: the scaler skips that update and lowers its scale
+        if not math.isfinite(loss_sum) or (not math.isfinite(grad_norm) and scaler is None):
+            what = f"loss is {loss_sum}" if not math.isfinite(loss_sum) else f"gradient norm is {grad_norm}"
             kept = _step_folders(resume_root)
             raise NonFiniteLossError(
                 f"stage {stage.name}: {what} at step {step + 1}; training stopped before the update, "
                 + (f"the last good checkpoint ({kept[-1].name}) is kept" if kept else "no checkpoint was saved yet")
                 + "; lower lr or check the data")
-        opt.step()
+        done = step + 1
+        fp16 = {}
+        if scaler is None:
+            opt.step()
+        else:
+            fp16 = {"loss_scale": scaler.get_scale(), "skipped": int(not math.isfinite(grad_norm))}
+            scaler.step(opt)
+            scaler.update()
+            if fp16["skipped"]:
+                skipped += 1
+                log(f"[{stage.name}] fp16 gradient overflow at step {done}: update skipped, loss scale "
+                    f"{fp16['loss_scale']:g} -> {scaler.get_scale():g}")
         sched.step()
         opt.zero_grad(set_to_none=True)
-        done = step + 1
         log_rows.append({"step": done, "tokens": done * p.tokens_per_step, "loss": round(loss_sum, 6),
                          "lr": opt.param_groups[0]["lr"] if done < total else 0.0,
-                         "grad_norm": round(float(grad_norm), 6)})
+                         "grad_norm": round(grad_norm, 6), **fp16})
         bar.set_postfix(loss=f"{loss_sum:.3f}")
         if done % eval_every == 0 or done % save_every == 0 or done == total:
             checkpoint(done, save=done % save_every == 0)
     elapsed = time.time() - started
     model.eval()
-    _save(model, tokenizer, stage.out_dir / "final", total)
-    _write_csv(stage.out_dir / "train_log.csv", log_rows)
-    _write_csv(stage.out_dir / "curve.csv", curve_rows)
+    final = distributed.full_parameters(model) if distributed.sharded(model) else None
     tokens = total * p.tokens_per_step
     summary = {"stage": stage.name, "steps": total, "tokens": tokens,
                "flops_total": 6 * counts["total"] * tokens,
@@ -385,10 +492,17 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
                "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
                "seconds": round(elapsed, 2), "tokens_per_second": round((total - start) * p.tokens_per_step
                                                                         / max(elapsed, 1e-9)),
-               "resumed_from_step": start,
+               "resumed_from_step": start, "processes": distributed.world_size(),
                "final_loss": log_rows[-1]["loss"],
                "final_bpb": {r["lang"]: r["bpb"] for r in curve_rows if r["step"] == total}}
-    artifacts.atomic_write_json(stage.out_dir / "summary.json", summary)
+    if scaler is not None:
+        summary["skipped_steps"] = skipped
+    if main:
+        _save(model, tokenizer, stage.out_dir / "final", total, final)
+        _write_csv(stage.out_dir / "train_log.csv", log_rows)
+        _write_csv(stage.out_dir / "curve.csv", curve_rows)
+        artifacts.atomic_write_json(stage.out_dir / "summary.json", summary)
+    distributed.barrier()  # the next stage (on every rank) may load what rank 0 just wrote
     log(f"[{stage.name}] {total} steps, {tokens:,} tokens in {elapsed:.1f}s "
         f"({summary['tokens_per_second']:,} tok/s), final loss {summary['final_loss']:.3f}")
     return summary

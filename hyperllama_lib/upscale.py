@@ -4,13 +4,15 @@ seed (1x, random init) --train on code, then 80% English + code-->  seed/final
 seed --HyperClone x2--> seed_x2 --train on the other 20% English--> base_2x/final
 seed --train on the other 20% English-----------------------------> base_1x/final
 base_1x --HyperClone x2 (no training)------------------------------> base_1x_cloned/final
+With `models_from: hub` the authors' released 1x and 2x bases are fetched instead (released.py) and
+base_1x_cloned is cloned from the fetched 1x base.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
-from . import artifacts, cloning, data, languages, modeling, training
+from . import artifacts, cloning, data, distributed, languages, modeling, released, training
 from . import tokenizer as tok_lib
 from .params import MissingInputError, Params
 
@@ -74,7 +76,6 @@ def run(p: Params, log=print) -> pd.DataFrame:
     data_fp = require_step(p, data.STEP, "01_data")
     plan = data.load_plan(p)
     model_params = {**p.subset(MODEL_KEYS), **p.subset(TRAIN_KEYS)}
-    summaries, clone_checks = {}, {}
 
     def stage(name: str, upstream: list[str], params: dict, work) -> str:
         with artifacts.Step(p.run_path, f"english/{name}", params, upstream, log=log) as s:
@@ -85,16 +86,23 @@ def run(p: Params, log=print) -> pd.DataFrame:
         return s.fp
 
     def clone(src: str, dst: str):
+        if not distributed.is_main():  # under torchrun one process writes the clone (Step waits for it)
+            return {}
         cloning.clone_folder(english_model(p, src), english_model(p, dst), factor=p.clone_factor, overwrite=True)
         return {"max_logit_difference": cloning.max_logit_difference(english_model(p, src), english_model(p, dst))}
 
-    seed_fp = stage("seed", [data_fp], {**model_params, "steps": plan["seed_steps"]},
-                    lambda: _train_from(p, None, "seed", "seed", plan["seed_steps"], log))
-    x2_fp = stage("seed_x2", [seed_fp], {"clone_factor": p.clone_factor}, lambda: clone("seed", "seed_x2"))
-    b1_fp = stage("base_1x", [seed_fp], {**p.subset(TRAIN_KEYS), "steps": plan["base_steps"]},
-                  lambda: _train_from(p, english_model(p, "seed"), "base_1x", "base", plan["base_steps"], log))
-    stage("base_2x", [x2_fp], {**p.subset(TRAIN_KEYS), "steps": plan["base_steps"]},
-          lambda: _train_from(p, english_model(p, "seed_x2"), "base_2x", "base", plan["base_steps"], log))
+    if p.models_from == "hub":
+        fetched = {s: released.fetch_step(p, f"english/{BASE_FOR_SETUP[s]}", s, languages.ENGLISH, base_model(p, s),
+                                          plan["vocab_size"], log=log) for s in ("1x", "2x")}
+        b1_fp = fetched["1x"]
+    else:
+        seed_fp = stage("seed", [data_fp], {**model_params, "steps": plan["seed_steps"]},
+                        lambda: _train_from(p, None, "seed", "seed", plan["seed_steps"], log))
+        x2_fp = stage("seed_x2", [seed_fp], {"clone_factor": p.clone_factor}, lambda: clone("seed", "seed_x2"))
+        b1_fp = stage("base_1x", [seed_fp], {**p.subset(TRAIN_KEYS), "steps": plan["base_steps"]},
+                      lambda: _train_from(p, english_model(p, "seed"), "base_1x", "base", plan["base_steps"], log))
+        stage("base_2x", [x2_fp], {**p.subset(TRAIN_KEYS), "steps": plan["base_steps"]},
+              lambda: _train_from(p, english_model(p, "seed_x2"), "base_2x", "base", plan["base_steps"], log))
     stage("base_1x_cloned", [b1_fp], {"clone_factor": p.clone_factor},
           lambda: clone("base_1x", "base_1x_cloned"))
     return summary(p)
@@ -104,11 +112,14 @@ def summary(p: Params) -> pd.DataFrame:
     manifest = artifacts.Manifest(p.run_path)
     rows = []
     for name in ["seed", "seed_x2", "base_1x", "base_2x", "base_1x_cloned"]:
-        entry = manifest.entry(f"english/{name}") or {}
+        entry = manifest.entry(f"english/{name}")
+        if entry is None:  # models_from: hub fetches the bases, so there is no seed
+            continue
         counts = modeling.count_parameters(modeling.load_model(english_model(p, name)).config)
         rows.append({"model": name, "params_total": counts["total"],
                      "params_non_embedding": counts["non_embedding"], "steps": entry.get("steps", 0),
                      "tokens": entry.get("tokens", 0), "seconds": entry.get("seconds", 0.0),
                      "english_bpb": (entry.get("final_bpb") or {}).get(languages.ENGLISH),
-                     "clone_max_logit_difference": entry.get("max_logit_difference")})
+                     "clone_max_logit_difference": entry.get("max_logit_difference"),
+                     "hub_repo": entry.get("repo_id")})
     return pd.DataFrame(rows)

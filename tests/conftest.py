@@ -1,4 +1,7 @@
+import contextlib
+import io
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,3 +19,17 @@ def data_dir() -> Path:
     if not (path / "text").is_dir():
         pytest.skip(f"real data not found at {path}: set HYPERLLAMA_DATA or put ../shared/data beside the repo")
     return path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`hyperllama ARGS` in this process (a fresh interpreter costs ~8 s of imports); same result shape as
+    subprocess.run. tests/test_cli.py keeps one real console-script run."""
+    from hyperllama_lib import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as e:  # argparse: --help, bad arguments
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(["hyperllama", *args], code, out.getvalue(), err.getvalue())

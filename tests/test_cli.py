@@ -8,15 +8,21 @@ import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import hyperllama_lib  # noqa: F401  (registers hyperllama)
+from conftest import run_cli
 from hyperllama_lib import modeling
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "hyperllama_lib.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+cli = run_cli
 
 
-@pytest.mark.parametrize("command", [[], ["reproduce"], ["status"], ["plan"], ["clone"], ["export-llama"], ["build-pairs"]])
+def test_console_script_runs_in_a_fresh_process():
+    res = subprocess.run([sys.executable, "-m", "hyperllama_lib.cli", "--help"], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and "usage: hyperllama" in res.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["reproduce"], ["status"], ["plan"], ["clone"], ["export-llama"], ["build-pairs"],
+                                     ["merge"], ["fisher"], ["score-pairs"]])
 def test_help_explains_each_command(command):
     res = cli(*command, "--help")
     assert res.returncode == 0 and "usage: hyperllama" in res.stdout

@@ -2,7 +2,6 @@
 import gzip
 
 import pandas as pd
-import pytest
 
 from hyperllama_lib import corpus, data, packing
 from hyperllama_lib.params import load_params

@@ -22,7 +22,7 @@ def smoke(tmp_path=None, **overrides):
 def test_plan_has_every_job_once_in_dependency_order():
     jobs = grid.plan_jobs(smoke())
     names = [j.name for j in jobs]
-    assert len(names) == len(set(names)) == 1 + 1 + 3 * 6 + 3 + 3 * 8 + 1
+    assert len(names) == len(set(names)) == 1 + 1 + 3 * 6 + 3 + 3 + 1
     assert len({j.label for j in jobs}) == len(jobs)
     seen = set()
     for job in jobs:
@@ -31,17 +31,17 @@ def test_plan_has_every_job_once_in_dependency_order():
     by_name = {j.name: j for j in jobs}
     assert by_name["cpt/2x/multilingual"].parameters == {"lang": "multilingual", "setups": ["2x"]}
     assert by_name["merge/1x"].deps == tuple(f"cpt/1x/{lang}" for lang in ALL)
-    assert by_name["eval/2x/merged"].deps == ("merge/2x",)
-    assert by_name["eval/1x_cloned/base"].parameters == {"setups": ["1x_cloned"], "eval_models": "base"}
+    assert by_name["eval/2x"].deps == ("upscale", "cpt/2x/multilingual", *(f"cpt/2x/{lang}" for lang in ALL),
+                                       "merge/2x")
+    assert by_name["eval/1x_cloned"].parameters == {"setups": ["1x_cloned"]}
     assert set(by_name["analysis"].deps) == {n for n in names if n.startswith("eval/")}
     assert by_name["cpt/1x/est"].label == "03_cpt-1x-est"
 
 
 def test_plan_follows_languages_setups_and_methods():
     jobs = grid.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], merge_methods=[]))
-    assert [j.name for j in jobs] == ["data", "upscale", "cpt/2x/est", "cpt/2x/fao", "cpt/2x/multilingual",
-                                      "eval/2x/base", "eval/2x/est", "eval/2x/fao", "eval/2x/multilingual",
-                                      "analysis"]
+    assert [j.name for j in jobs] == ["data", "upscale", "cpt/2x/multilingual", "cpt/2x/est", "cpt/2x/fao",
+                                      "eval/2x", "analysis"]
 
 
 def test_only_selects_steps_with_what_they_need():
@@ -55,7 +55,7 @@ def test_plan_commands_carry_every_parameter():
     p = smoke(langs=["est", "fao"])
     commands = grid.plan_commands(p, {"langs": ["est", "fao"], "lr": 0.001})
     assert len(commands) == len(grid.plan_jobs(p))
-    argv = shlex.split(commands[4])  # cpt/1x/multilingual
+    argv = shlex.split(commands[2])  # cpt/1x/multilingual
     assert argv[:3] == ["papermill", "notebooks/03_cpt.ipynb", "runs/smoke/notebooks/03_cpt-1x-multilingual.ipynb"]
     scalars, yamls = {}, {}
     rest = argv[3:]

@@ -1,6 +1,6 @@
 """Every notebook under papermill at smoke scale, through `hyperllama reproduce` (killed once while it
 trains, then resumed), then the re-run and error paths. The smoke run, on two languages, is shared by
-the module (it takes about three minutes: most of it is starting 30 notebook kernels)."""
+the module (it takes about three minutes: most of it is starting 18 notebook kernels)."""
 import json
 import signal
 import subprocess
@@ -12,7 +12,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from hyperllama_lib import grid
 from hyperllama_lib.params import load_params
 
@@ -73,7 +73,7 @@ def test_notebooks_are_committed_without_outputs():
 def test_reproduce_runs_every_notebook(smoke_run):
     run_dir, res, _ = smoke_run
     executed = sorted(p.stem for p in (run_dir / "notebooks").glob("*.ipynb"))
-    assert executed == expected_labels() and len(executed) == 30
+    assert executed == expected_labels() and len(executed) == 18
     assert sorted(p.stem for p in (run_dir / "notebooks").glob("*.html")) == executed
     assert all(record(run_dir, label)["state"] == "done" for label in executed)
     for name in ["bpb_vs_target_tokens", "english_bpb_during_cpt", "english_blimp_before_after", "bpb_vs_training_flops",
@@ -105,14 +105,14 @@ def test_killed_run_resumes_without_redoing_finished_steps(smoke_run):
 def test_status_and_plan_of_the_finished_grid(smoke_run):
     run_dir, _, _ = smoke_run
     common = ["--scale", "smoke", "--langs", "est,fao", "--run-dir", str(run_dir)]
-    status = hyperllama("status", *common)
+    status = run_cli("status", *common)
     assert status.returncode == 0, status.stderr
-    assert "30 of 30 steps done" in status.stdout and "cpt/2x/fao" in status.stdout
-    plan = hyperllama("plan", *common)
+    assert "18 of 18 steps done" in status.stdout and "cpt/2x/fao" in status.stdout
+    plan = run_cli("plan", *common)
     lines = plan.stdout.strip().splitlines()
-    assert len(lines) == 30 and all(line.startswith("papermill notebooks/0") for line in lines)
-    again = hyperllama("reproduce", *common)
-    assert again.returncode == 0 and again.stdout.count("up to date, skipped") == 30, again.stdout[-2000:]
+    assert len(lines) == 18 and all(line.startswith("papermill notebooks/0") for line in lines)
+    again = run_cli("reproduce", *common)
+    assert again.returncode == 0 and again.stdout.count("up to date, skipped") == 18, again.stdout[-2000:]
 
 
 def test_results_are_real_and_complete(smoke_run):
@@ -167,7 +167,7 @@ def test_bad_parameter_stops_before_any_work(tmp_path):
                             progress_bar=False)
     assert e.value.ename == "ParamError" and "valid choices" in e.value.evalue
     assert not (tmp_path / "run").exists()
-    res = hyperllama("reproduce", "--scale", "smoke", "--set", "lrr=1", "--run-dir", str(tmp_path / "run"))
+    res = run_cli("reproduce", "--scale", "smoke", "--set", "lrr=1", "--run-dir", str(tmp_path / "run"))
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "did you mean 'lr'" in res.stderr
     assert not (tmp_path / "run").exists()
 
@@ -178,3 +178,16 @@ def test_cpt_before_upscale_says_which_notebook_to_run(tmp_path):
                             parameters={"scale": "smoke", "lang": "persian", "run_dir": str(tmp_path / "run")},
                             progress_bar=False)
     assert e.value.ename == "MissingInputError" and "01_data" in e.value.evalue
+
+
+def test_colab_cell_and_readme_links_use_the_repository_url():
+    import tomllib
+
+    url = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    readme = (REPO / "README.md").read_text()
+    colab = url.replace("https://github.com/", "https://colab.research.google.com/github/")
+    for name in NOTEBOOKS:
+        first = next(c for c in nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4).cells
+                     if c.cell_type == "code")
+        assert "google.colab" in first.source and f'"{url}"' in first.source, name
+        assert f"({colab}/blob/main/notebooks/{name}.ipynb)" in readme, name

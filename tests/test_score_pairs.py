@@ -13,6 +13,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from conftest import run_cli
 from hyperllama_lib import cli, evaluation as ev, modeling
 
 MULTIBLIMP_HEADER = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "grammatical_feature",
@@ -259,9 +260,8 @@ def model_dir(tmp_path_factory) -> Path:
     return path
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hyperllama_lib.cli", "score-pairs", *args],
-                          capture_output=True, text=True, timeout=300)
+def score_pairs_cli(*args: str) -> subprocess.CompletedProcess:
+    return run_cli("score-pairs", *args)
 
 
 def test_score_pairs_command_on_blimp_jsonl(model_dir, tmp_path):
@@ -269,7 +269,7 @@ def test_score_pairs_command_on_blimp_jsonl(model_dir, tmp_path):
     records += [blimp_record("p_two", i, "Many girls insulted themselves.", "Many girls insulted herself.")
                 for i in range(2)]
     pairs_file = write_text(tmp_path / "pairs.jsonl", jsonl(records))
-    res = run_cli(str(model_dir), str(pairs_file), "--out", str(tmp_path / "res.json"), "--batch-size", "3")
+    res = score_pairs_cli(str(model_dir), str(pairs_file), "--out", str(tmp_path / "res.json"), "--batch-size", "3")
     assert res.returncode == 0, res.stderr
     assert "accuracy" in res.stdout and "token-mean" in res.stdout and "byte-normalised" in res.stdout
     result = json.loads((tmp_path / "res.json").read_text())
@@ -295,7 +295,7 @@ def test_score_pairs_command_on_gzipped_multiblimp(model_dir, tmp_path):
     rows = [multiblimp_row(ph, i, lang) for i, (ph, lang) in
             enumerate([("SV-#", "swe"), ("SV-#", "swe"), ("SP-G", "isl"), ("SV-P", "isl"), ("SV-P", "swe")])]
     pairs_file = write_text(tmp_path / "data.tsv.gz", tsv(MULTIBLIMP_HEADER, rows), gz=True)
-    res = run_cli(str(model_dir), str(pairs_file), "--out", str(tmp_path / "r.json"), "--max-pairs", "4")
+    res = score_pairs_cli(str(model_dir), str(pairs_file), "--out", str(tmp_path / "r.json"), "--max-pairs", "4")
     assert res.returncode == 0, res.stderr
     assert "by phenomenon" in res.stdout and "by lang" in res.stdout
     result = json.loads((tmp_path / "r.json").read_text())

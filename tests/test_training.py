@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from hyperllama_lib import modeling, packing, training
 from hyperllama_lib.data import repeat_epochs, replay_counts
@@ -90,3 +91,50 @@ def test_chunk_code_cuts_at_top_level_lines():
     assert [d.source for d in pieces] == ["m.py#0", "m.py#1", "m.py#2", "m.py#3"]
     assert pieces[1].text.startswith("def a") and pieces[2].text.startswith("def b") and "2)" in pieces[2].text
     assert "".join(d.text for d in pieces).replace("\n", "") == text.replace("\n", "")
+
+
+def _fp16_run(tmp_path, name: str, steps: int = 3, **overrides):
+    p = load_params("smoke", {"run_dir": str(tmp_path), "checkpoint_every_tokens": 10**9, **overrides},
+                    need_data=False)
+    if not (tmp_path / "s.bin").exists():
+        packing.write_tokens(tmp_path / "s.bin", [np.random.default_rng(0).integers(3, 64, 8 * 64 * 4).tolist()], 64)
+    cfg = modeling.smollm2_config(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                                  head_dim=8, intermediate_size=64, max_position_embeddings=128)
+    model, lines = modeling.new_model(cfg, seed=0), []
+    stage = training.Stage("t", tmp_path / "s.bin", tmp_path / name, steps=steps, eval_texts={"eng": ["t3 t4"]})
+    summary = training.train(model, toy_tokenizer(), stage, p, log=lines.append)
+    rows = [r.split(",") for r in (tmp_path / name / "train_log.csv").read_text().splitlines()]
+    return model, summary, [dict(zip(rows[0], r)) for r in rows[1:]], lines
+
+
+def test_fp16_loss_scaling_tracks_fp32_and_logs_skipped_updates(tmp_path, monkeypatch):
+    _, _, fp32, _ = _fp16_run(tmp_path, "fp32", precision="fp32")
+    _, summary, fp16, _ = _fp16_run(tmp_path, "fp16", precision="fp16")
+    assert summary["skipped_steps"] == 0 and all(r["skipped"] == "0" for r in fp16)
+    assert np.allclose([float(r["loss"]) for r in fp16], [float(r["loss"]) for r in fp32], rtol=1e-2)
+    # a loss scale so large that fp16 gradients overflow: every update is skipped and the scale halves
+    monkeypatch.setattr(training, "FP16_INIT_SCALE", 2.0 ** 40)
+    model, summary, rows, lines = _fp16_run(tmp_path, "overflow", precision="fp16")
+    assert summary["skipped_steps"] == 3 and [r["skipped"] for r in rows] == ["1", "1", "1"]
+    assert [float(r["loss_scale"]) for r in rows] == [2.0 ** 40, 2.0 ** 39, 2.0 ** 38]
+    assert sum("fp16 gradient overflow at step" in line for line in lines) == 3
+    untouched = modeling.new_model(model.config, seed=0).state_dict()
+    assert all(torch.equal(t, untouched[k]) for k, t in model.state_dict().items())
+
+
+def test_compiled_training_saves_plain_parameter_names(tmp_path, monkeypatch):
+    import functools
+    from safetensors import safe_open
+    compiled = []
+    # the eager backend keeps the test fast on CPU (inductor would build C++ for minutes); the wrapper
+    # and its `_orig_mod.` names are the same as with any backend
+    eager = functools.partial(torch.compile, backend="eager")
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(m) or eager(m, **kw))
+    _, _, plain, _ = _fp16_run(tmp_path, "plain", steps=2, compile="false")
+    assert not compiled
+    _, _, rows, _ = _fp16_run(tmp_path, "compiled", steps=2, compile="true")
+    assert len(compiled) == 1
+    assert [r["loss"] for r in rows] == [r["loss"] for r in plain]
+    with safe_open(tmp_path / "compiled" / "final" / "model.safetensors", "pt") as f:
+        names = list(f.keys())
+    assert names and not [n for n in names if "_orig_mod" in n]

@@ -1,8 +1,22 @@
 """Writes notebooks/*.ipynb (without outputs) from the cell sources below: edit here, run, commit both."""
-import nbformat as nbf
+import tomllib
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "notebooks"
+import nbformat as nbf
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "notebooks"
+REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+# First code cell of every notebook: on Colab, fetch the repository (params/ and notebooks/ live beside the
+# package) and install it; elsewhere it does nothing.
+COLAB = f"""# On Colab: clone and install the companion (a few minutes; the GPU runtime is best). Elsewhere: nothing.
+import os, subprocess, sys
+if "google.colab" in sys.modules and not os.path.isdir("/content/hyperllama"):
+    subprocess.run(["git", "clone", "--depth", "1", "{REPOSITORY}", "/content/hyperllama"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/hyperllama"], check=True)
+if "google.colab" in sys.modules:
+    sys.path.insert(0, "/content/hyperllama")  # the editable install is seen only after a restart
+    os.chdir("/content/hyperllama/notebooks")"""
 SETUP = """import hyperllama_lib as hl
 from hyperllama_lib import params
 from IPython.display import Markdown, display
@@ -15,6 +29,7 @@ def nb(name, cells):
     book.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                      "language_info": {"name": "python"}}
     out = []
+    cells = [cells[0], ("code", COLAB), *cells[1:]]
     for i, (kind, src, *tags) in enumerate(cells):
         c = nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
         c["id"] = f"{name.split('_')[0]}-{i:02d}"
@@ -102,7 +117,11 @@ is trained from scratch on code, then on 80% of the English data (the *seed*). F
 HyperCloning (Samragh et al. 2024) maps every hidden vector `x` to `[x, x]`: linear layers are tiled and
 divided by 2 on the input side, heads are copied, norms tiled, the embedding tiled, and the tied output head
 divided by 2 (model type `hyperllama`, `lm_head_normalization_factor`). The clone computes exactly the same
-function as its source, which this notebook checks (`clone_max_logit_difference`)."""),
+function as its source, which this notebook checks (`clone_max_logit_difference`).
+
+**Released models.** With `-p models_from hub` the notebook fetches the authors' English bases from the Hub
+(`liu-nlp/HyperLlama-180M-english-1x`, `liu-nlp/HyperLlama-572M-english-2x`; safetensors only) instead of
+training them, and clones the 1x_cloned base from the fetched 1x base."""),
 PARAMS,
 ("code", SETUP),
 ("code", """english = hl.upscale.run(P)
@@ -122,7 +141,9 @@ linear decay to 0 over the last 20%, a fresh optimiser per stage. Checkpoints ar
 intervals and held-out bits per byte of the target language and of English are logged at each.
 
 Run once per language: `papermill notebooks/03_cpt.ipynb out.ipynb -p lang persian` (all setups), or
-once per language and setup, as `hyperllama reproduce` does: `... -p lang persian -y "setups: [2x]"`."""),
+once per language and setup, as `hyperllama reproduce` does: `... -p lang persian -y "setups: [2x]"`.
+With `-p models_from hub` the authors' adapted models are fetched from the Hub instead (names:
+`released_repo_pattern`, `released_repos`), and there are no training curves."""),
 ("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | paper\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual (or ISO codes)\n# setups: as in the YAML (all three) unless given; the grid runner trains one per job: -y "setups: [2x]"', "parameters"),
 ("code", SETUP),
 ("code", """runs = hl.cpt.run(P)
@@ -131,7 +152,11 @@ runs"""),
 the tied embedding once; the training logs also hold the non-embedding variant). The curves below are the
 held-out bits per byte at every checkpoint: lower is better."""),
 ("code", """curves = hl.cpt.curves(P)
-curves[curves.trained_on == P.lang].pivot_table(index=["setup", "step", "tokens"], columns="lang", values="bpb")"""),
+if curves.empty:  # models_from: hub
+    display(Markdown("No training curves: the models were fetched, not trained."))
+else:
+    display(curves[curves.trained_on == P.lang].pivot_table(index=["setup", "step", "tokens"], columns="lang",
+                                                            values="bpb"))"""),
 ],
 "04_merge": [
 ("md", """# 04 · Merge the language models
