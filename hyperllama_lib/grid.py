@@ -1,7 +1,7 @@
 """The reproduction as a grid of notebook jobs, run with papermill in dependency order.
 
     data (01) -> upscale (02) -> cpt/<setup>/<lang> (03; each target language and multilingual)
-              -> merge/<setup> (04) -> eval/<setup> (05; base, CPT models, merges) -> analysis (06)
+              -> merge/<setup> (04) -> eval/<setup>/<group> (05; base, each CPT model, merges) -> analysis (06)
 
 Each job is one papermill run of a notebook, its executed copy kept in <run>/notebooks/ (with an
 HTML rendering and a log), its record in <run>/grid/<label>.json. A job is skipped when its last run
@@ -36,7 +36,7 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 
 @dataclass(frozen=True)
 class Job:
-    name: str  # data, upscale, cpt/2x/est, merge/2x, eval/2x, analysis
+    name: str  # data, upscale, cpt/2x/est, merge/2x, eval/2x/base (or eval/2x), analysis
     notebook: str  # 01_data ... 06_analysis
     parameters: dict = field(default_factory=dict, hash=False)  # papermill parameters of this job
     deps: tuple[str, ...] = ()
@@ -58,12 +58,20 @@ def plan_jobs(p: Params) -> list[Job]:
     if merges:
         jobs += [Job(f"merge/{setup}", "04_merge", {"setups": [setup]},
                      tuple(f"cpt/{setup}/{lang}" for lang in langs)) for setup in p.setups]
-    # One evaluation job per setup (its base, CPT models with their checkpoints, merges): a notebook
-    # kernel costs ~10 s of imports, more than scoring one model at tiny scale.
-    evals = [Job(f"eval/{setup}", "05_eval", {"setups": [setup]},
-                 ("upscale", *(f"cpt/{setup}/{lang}" for lang in [languages.MULTILINGUAL, *langs]),
-                  *((f"merge/{setup}",) if merges else ()))) for setup in p.setups]
+    evals = [job for setup in p.setups for job in _eval_jobs(p, setup, merges)]
     return jobs + evals + [Job("analysis", "06_analysis", deps=tuple(j.name for j in evals))]
+
+
+def _eval_jobs(p: Params, setup: str, merges: bool) -> list[Job]:
+    """05_eval of one setup: a job per model group (its base, each CPT model with its checkpoints, the
+    merges), or with `eval_jobs: per_setup` one job for all of them (small scales, where a notebook
+    kernel's ~10 s of imports costs more than evaluating a model)."""
+    groups = [("base", "upscale")] + [(lang, f"cpt/{setup}/{lang}") for lang in [languages.MULTILINGUAL, *p.langs]]
+    groups += [("merged", f"merge/{setup}")] if merges else []
+    if p.eval_jobs == "per_setup":
+        return [Job(f"eval/{setup}", "05_eval", {"setups": [setup]}, tuple(dep for _, dep in groups))]
+    return [Job(f"eval/{setup}/{group}", "05_eval", {"setups": [setup], "eval_models": group}, (dep,))
+            for group, dep in groups]
 
 
 def select_jobs(jobs: list[Job], patterns: list[str] | None) -> list[Job]:

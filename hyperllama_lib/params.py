@@ -125,6 +125,9 @@ class Params:
     fisher_floor: float = 1e-6  # Fisher values below this count as this (fisher, fisher_ties)
     fisher_normalize: bool = True  # scale each model's Fisher to mean 1 over all its parameters
     # evaluation
+    # grid jobs of 05_eval: per_model (one per base / CPT model with its checkpoints / multilingual / merges;
+    # what a cluster wants) or per_setup (one per setup: fewer notebook kernels, ~10 s of imports each)
+    eval_jobs: str = "per_model"
     blimp_pairs_per_paradigm: int | None = 20
     # MultiBLiMP: released files <multiblimp_dir>/<iso>/data.tsv; None: the Hub for hub runs, else the pairs
     # 01_data builds from the held-out UD treebanks (hyperllama_lib/ud_pairs.py)
@@ -263,6 +266,7 @@ def validate(p: Params, need_data: bool = True) -> Params:
     _choice("compile", p.compile, ("auto", "true", "false"))
     _choice("merge_dtype", p.merge_dtype, ("float32", "bfloat16", "float16"))
     _choice("merge_subsets", p.merge_subsets, ("full", "all"))
+    _choice("eval_jobs", p.eval_jobs, ("per_model", "per_setup"))
     _choice("models_from", p.models_from, ("train", "hub"))
     p.released_repos = _released_repos(p)
     if p.fisher_tokens < 1 or p.fisher_floor < 0:

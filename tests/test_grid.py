@@ -20,9 +20,9 @@ def smoke(tmp_path=None, **overrides):
 
 
 def test_plan_has_every_job_once_in_dependency_order():
-    jobs = grid.plan_jobs(smoke())
+    jobs = grid.plan_jobs(smoke(eval_jobs="per_model"))
     names = [j.name for j in jobs]
-    assert len(names) == len(set(names)) == 1 + 1 + 3 * 6 + 3 + 3 + 1
+    assert len(names) == len(set(names)) == 1 + 1 + 3 * 6 + 3 + 3 * 8 + 1
     assert len({j.label for j in jobs}) == len(jobs)
     seen = set()
     for job in jobs:
@@ -31,17 +31,21 @@ def test_plan_has_every_job_once_in_dependency_order():
     by_name = {j.name: j for j in jobs}
     assert by_name["cpt/2x/multilingual"].parameters == {"lang": "multilingual", "setups": ["2x"]}
     assert by_name["merge/1x"].deps == tuple(f"cpt/1x/{lang}" for lang in ALL)
-    assert by_name["eval/2x"].deps == ("upscale", "cpt/2x/multilingual", *(f"cpt/2x/{lang}" for lang in ALL),
-                                       "merge/2x")
-    assert by_name["eval/1x_cloned"].parameters == {"setups": ["1x_cloned"]}
+    assert by_name["eval/2x/merged"].deps == ("merge/2x",)
+    assert by_name["eval/1x_cloned/base"].parameters == {"setups": ["1x_cloned"], "eval_models": "base"}
     assert set(by_name["analysis"].deps) == {n for n in names if n.startswith("eval/")}
     assert by_name["cpt/1x/est"].label == "03_cpt-1x-est"
 
 
 def test_plan_follows_languages_setups_and_methods():
-    jobs = grid.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], merge_methods=[]))
+    jobs = grid.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], merge_methods=[], eval_jobs="per_model"))
     assert [j.name for j in jobs] == ["data", "upscale", "cpt/2x/multilingual", "cpt/2x/est", "cpt/2x/fao",
-                                      "eval/2x", "analysis"]
+                                      "eval/2x/base", "eval/2x/multilingual", "eval/2x/est", "eval/2x/fao",
+                                      "analysis"]
+    per_setup = grid.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], eval_jobs="per_setup"))
+    assert [j.name for j in per_setup][-2:] == ["eval/2x", "analysis"]
+    assert per_setup[-2].deps == ("upscale", "cpt/2x/multilingual", "cpt/2x/est", "cpt/2x/fao", "merge/2x")
+    assert per_setup[-2].parameters == {"setups": ["2x"]}
 
 
 def test_only_selects_steps_with_what_they_need():

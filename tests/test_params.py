@@ -162,6 +162,7 @@ def test_small_t4_is_the_small_scale_in_fp16_and_builds_its_models(data_dir):
     ({"precision": "fp8"}, "unknown precision 'fp8'; valid choices: auto, fp32, bf16, fp16"),
     ({"distributed": "zero3"}, "unknown distributed 'zero3'; valid choices: ddp, fsdp"),
     ({"compile": "maybe"}, "unknown compile 'maybe'; valid choices: auto, true, false"),
+    ({"eval_jobs": "per_lang"}, "unknown eval_jobs 'per_lang'; valid choices: per_model, per_setup"),
 ])
 def test_training_mode_choices_are_one_line_errors(overrides, needle):
     with pytest.raises(ParamError) as e:

@@ -39,7 +39,7 @@ def nb(name, cells):
     book.cells = out
     return book
 
-PARAMS = ("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | paper', "parameters")
+PARAMS = ("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper', "parameters")
 
 books = {
 "01_data": [
@@ -144,7 +144,7 @@ Run once per language: `papermill notebooks/03_cpt.ipynb out.ipynb -p lang persi
 once per language and setup, as `hyperllama reproduce` does: `... -p lang persian -y "setups: [2x]"`.
 With `-p models_from hub` the authors' adapted models are fetched from the Hub instead (names:
 `released_repo_pattern`, `released_repos`), and there are no training curves."""),
-("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | paper\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual (or ISO codes)\n# setups: as in the YAML (all three) unless given; the grid runner trains one per job: -y "setups: [2x]"', "parameters"),
+("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual (or ISO codes)\n# setups: as in the YAML (all three) unless given; the grid runner trains one per job: -y "setups: [2x]"', "parameters"),
 ("code", SETUP),
 ("code", """runs = hl.cpt.run(P)
 runs"""),
@@ -221,7 +221,7 @@ on `multiblimp_pairs_per_phenomenon` pairs per language and phenomenon.
 By default every model of the run is evaluated. `eval_models` picks one group (`base`, `merged`, or a
 language / `multilingual`: that CPT model with its checkpoints) and `setups` one setup, which is how
 `hyperllama reproduce` splits evaluation into jobs that start as soon as their model exists."""),
-("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | paper\neval_models = None  # None: all | base | merged | a language or multilingual', "parameters"),
+("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper\neval_models = None  # None: all | base | merged | a language or multilingual', "parameters"),
 ("code", SETUP),
 ("code", """results = hl.eval_grid.run(P)
 finals = results[results["final"] & results.metric.isin(["accuracy", "bpb"])]
