@@ -232,10 +232,10 @@ def build_multiblimp(p: Params, dp: DataPaths, log=print) -> list[Path]:
              p.seed) for lang in langs if files[lang]]
     # Languages are independent and pure Python: built in parallel by forked workers (nothing re-imported).
     results = list(tok_lib.ordered_map(_build_pairs, jobs, min(workers(p), len(jobs))))
-    for (files_, lang, *_), built in zip(jobs, results):
+    for (treebanks, lang, *_), built in zip(jobs, results):
         target = dp.multiblimp(lang)
         written.append(ud_pairs.write_data_tsv(built.pairs, target))
-        rows.append({"lang": lang, "treebank_files": " ".join(f.name for f in files_),
+        rows.append({"lang": lang, "treebank_files": " ".join(f.name for f in treebanks),
                      "sentences": built.sentences, **ud_pairs.counts(built.pairs),
                      "before_balancing": sum(built.before_balance.values())})
         log(f"  {lang}: {len(built.pairs)} MultiBLiMP pairs from {built.sentences} held-out UD sentences")
