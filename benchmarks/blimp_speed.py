@@ -80,7 +80,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import hyperllama_lib  # noqa: F401  (registers the hyperllama model type)
-    from hyperllama_lib import evaluation as ev
+    from hyperllama_lib import evaluation as ev, pair_sources
 
     try:
         import lm_eval
@@ -97,7 +97,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     peer.quiet_lm_eval()
 
-    pairs = ev.load_blimp_local(data, max_pairs_per_paradigm=args.max_pairs_per_paradigm)
+    pairs = pair_sources.load_blimp_local(data, max_pairs_per_paradigm=args.max_pairs_per_paradigm)
     model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device).eval()
     tok_ours = AutoTokenizer.from_pretrained(args.model)
     lm = peer.make_hflm(model, AutoTokenizer.from_pretrained(args.model), args.batch_size)

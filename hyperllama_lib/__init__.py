@@ -1,7 +1,8 @@
 """Companion library to "Grow Up and Merge" (arXiv 2512.10772): data, HyperCloning, CPT, merging, evaluation.
 
 One module per pipeline step (data, upscale, cpt, merge_grid, eval_grid, analysis) on top of the
-building blocks (corpus, unimax, tokenizer, packing, modeling, cloning, training, merging, evaluation).
+building blocks (corpus, unimax, tokenizer, packing, modeling, cloning, training, merging,
+pair_sources, evaluation, ...).
 Importing the package registers the `hyperllama` model type (a Llama whose tied output head is the
 embedding divided by `lm_head_normalization_factor`) with transformers' Auto classes, so released and
 cloned 572M-style checkpoints load with `AutoModelForCausalLM.from_pretrained` without trust_remote_code.

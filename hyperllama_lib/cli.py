@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from . import artifacts
-from .evaluation import PAIR_FORMATS, PairsFormatError
+from .pair_sources import PAIR_FORMATS, PairsFormatError
 from .merging import DTYPES, METHODS, MergeError
 from .modeling import ModelFolderError
 from .params import SCALES, MissingInputError, ParamError, load_params
@@ -238,9 +238,9 @@ def _print_summary(summary: dict) -> None:
 def cmd_score_pairs(args) -> int:
     import torch
 
-    from . import evaluation
+    from . import evaluation, pair_sources
 
-    pairs = evaluation.load_pairs_file(args.pairs_file, args.format)  # a bad file fails before the model loads
+    pairs = pair_sources.load_pairs_file(args.pairs_file, args.format)  # a bad file fails before the model loads
     if args.max_pairs and args.max_pairs < len(pairs):
         pairs = pairs.sample(n=args.max_pairs, random_state=0).sort_index()
     if pairs.empty:
@@ -253,7 +253,7 @@ def cmd_score_pairs(args) -> int:
     _print_summary(summary)
     if args.out:
         result = {"model_dir": str(args.model_dir), "pairs_file": str(args.pairs_file),
-                  "format": args.format or evaluation.detect_pairs_format(args.pairs_file),
+                  "format": args.format or pair_sources.detect_pairs_format(args.pairs_file),
                   **summary, "pairs": json.loads(scored.to_json(orient="records", force_ascii=False))}
         artifacts.atomic_write_text(Path(args.out), json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {args.out}")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import artifacts, corpus, evaluation, languages, packing, ud_pairs, unimax
+from . import artifacts, corpus, languages, packing, pair_sources, ud_pairs, unimax
 from . import tokenizer as tok_lib
 from .params import MissingInputError, Params
 
@@ -144,7 +144,7 @@ def eval_keys(p: Params, lang: str) -> set[str]:
         return corpus.evaluation_keys(p.data_path, lang, pair_files=pair_files)
     keys: set[str] = set()
     if lang == languages.ENGLISH:
-        pairs = evaluation.load_blimp_hub()
+        pairs = pair_sources.load_blimp_hub()
         keys |= {corpus.dedup_key(s) for s in pd.concat([pairs.good, pairs.bad])}
     for f in pair_files:
         keys |= corpus.pair_file_sentences(f)

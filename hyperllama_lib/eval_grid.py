@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import artifacts, cpt, data, evaluation, languages, merge_grid, modeling, training, upscale
+from . import artifacts, cpt, data, evaluation, languages, merge_grid, modeling, pair_sources, training
+from . import upscale
 from . import tokenizer as tok_lib
 from .params import MissingInputError, Params
 
@@ -160,9 +161,9 @@ def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok,
 def blimp_pairs(p: Params) -> pd.DataFrame:
     """BLiMP from the local data folder, or from the Hub (`nyu-mll/blimp`) for hub runs without one."""
     if (p.data_path / "blimp").is_dir() or p.data_source == "local":
-        return evaluation.load_blimp_local(p.data_path, max_pairs_per_paradigm=p.blimp_pairs_per_paradigm,
+        return pair_sources.load_blimp_local(p.data_path, max_pairs_per_paradigm=p.blimp_pairs_per_paradigm,
                                            seed=p.seed)
-    return evaluation.load_blimp_hub(max_pairs_per_paradigm=p.blimp_pairs_per_paradigm, seed=p.seed)
+    return pair_sources.load_blimp_hub(max_pairs_per_paradigm=p.blimp_pairs_per_paradigm, seed=p.seed)
 
 
 def multiblimp_pairs(p: Params, log=print) -> dict[str, tuple[pd.DataFrame, str]]:
@@ -174,15 +175,15 @@ def multiblimp_pairs(p: Params, log=print) -> dict[str, tuple[pd.DataFrame, str]
         kwargs = {"max_pairs_per_paradigm": p.multiblimp_pairs_per_phenomenon, "seed": p.seed}
         released = p.multiblimp_path / lang / "data.tsv" if p.multiblimp_path else None
         if released is not None and released.is_file():
-            out[lang] = (evaluation.load_multiblimp_local(released, lang=lang, **kwargs), "released")
+            out[lang] = (pair_sources.load_multiblimp_local(released, lang=lang, **kwargs), "released")
         elif released is None and p.data_source == "hub":
             try:
-                out[lang] = (evaluation.load_multiblimp_hub(lang, **kwargs), "released")
+                out[lang] = (pair_sources.load_multiblimp_hub(lang, **kwargs), "released")
             except Exception as e:  # offline, or no such language on the Hub: fall back to the built pairs
                 log(f"MultiBLiMP {lang}: not from the Hub ({type(e).__name__}), using the built pairs")
         built = data.paths(p).multiblimp(lang)
         if lang not in out and built.is_file():
-            out[lang] = (evaluation.load_multiblimp_local(built, lang=lang, **kwargs), "built")
+            out[lang] = (pair_sources.load_multiblimp_local(built, lang=lang, **kwargs), "built")
         if lang in out and out[lang][0].empty:
             del out[lang]
     log("MultiBLiMP: " + (", ".join(f"{lang} {len(df)} pairs ({source})" for lang, (df, source) in out.items())

@@ -14,43 +14,24 @@ Batching: `batch_size` is a number of sequences (sentences or windows) per forwa
 (or None): each batch then holds as much as fits under a memory budget, estimated from the float32
 logits (batch x length x vocab) plus one layer's activations (see `sequence_bytes`).
 - Sentences (`sentence_logprobs`, `score_pairs`) under a Llama-family model are packed into prefix
-  trees (`prefix_tree`, rows of at most TREE_ROW_TOKENS nodes) and run through the lean forward of
-  `fast_llama`: a prefix shared by several sentences is computed once (BLiMP: 0.62 tree nodes per
-  token) and the output head runs only where a next token is scored. `share_prefixes=False`, or a
-  model `fast_llama` does not support, scores each sentence in its own row instead.
-- Rows are sorted by length and right-padded; real tokens never attend to padding, so scores do not
-  depend on the batching beyond float rounding.
+  trees (`prefix_tree`) and run through the lean forward of `fast_llama`: a prefix shared by
+  several sentences is computed once (BLiMP: about 0.65 tree nodes per token), the layers run on
+  tree nodes without padding, and the output head runs once per node that has a child.
+  `share_prefixes=False`, or a model `fast_llama` does not support, scores each sentence in its
+  own row instead: rows sorted by length and right-padded.
+- Either way a token sees exactly its own sequence's prefix, so scores do not depend on the
+  batching beyond float rounding.
 
 Precision (`dtype`): "auto" runs the model under bf16 autocast on CUDA and in fp32 elsewhere;
 "fp32" and "bf16" force one. log_softmax always runs in fp32.
 
-Pair sources, all returning PAIR_COLUMNS first and then the source's other columns:
-- BLiMP jsonl (`sentence_good`, `sentence_bad`, `UID`, `field`, `linguistics_term`, `pairID`):
-  local files, plain or gzipped, a single file or a folder of per-paradigm files
-  (`load_blimp_local`), or the Hub (`load_blimp_hub`): `nyu-mll/blimp` has one config per paradigm
-  with a "train" split. `liu-nlp/blimp-single-error` (the paper's filtered BLiMP) is, we assume,
-  in BLiMP's field names, either one config per paradigm or a single config with a `UID` (or
-  `paradigm`) column; its dataset card could not be consulted offline.
-- MultiBLiMP `data.tsv` (`jumelet/multiblimp`, one `<iso>/data.tsv` per language; tab-separated,
-  header row, columns `sen`, `wrong_sen`, `phenomenon`, `lang`, `prefix`, `metadata`, ...):
-  `load_multiblimp_local`, `load_multiblimp_hub` (hf_hub_download of `<iso>/data.tsv`).
-  paradigm = phenomenon (SV-#, SV-P, SV-G, SP-#, SP-P, SP-G); field = the agreement feature
-  (number, person, gender); linguistics_term = subject-verb or subject-participle agreement.
-- mParaRel minimal pairs (`liu-nlp/minimal_pair_mpararel`, `load_mpararel_hub`): the column
-  layout is not documented anywhere we could reach, so the good/bad/relation/language columns are
-  picked from candidate names (`*_COLUMN_CANDIDATES`) or given explicitly.
-A malformed source raises PairsFormatError naming the file (or Hub table) and the line (or row).
+Pair loaders (BLiMP, MultiBLiMP, mParaRel files and Hub datasets) are in `pairs`.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
-import gzip
-import json
 import warnings
-import zlib
-from pathlib import Path
-from typing import Any, ContextManager, Iterable, Iterator, Sequence
+from typing import Any, ContextManager, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -60,360 +41,10 @@ from tqdm.auto import tqdm
 
 from . import fast_llama, prefix_tree
 
-BLIMP_HUB_ID = "nyu-mll/blimp"
-BLIMP_SINGLE_ERROR_HUB_ID = "liu-nlp/blimp-single-error"
-MULTIBLIMP_HUB_ID = "jumelet/multiblimp"
-MPARAREL_HUB_ID = "liu-nlp/minimal_pair_mpararel"
-
-PAIR_COLUMNS = ["good", "bad", "paradigm", "field", "linguistics_term", "pair_id"]
-PAIR_FORMATS = ("blimp", "multiblimp")
 BREAKDOWN_COLUMNS = ("paradigm", "field", "phenomenon", "lang")
 # summary key -> per-pair column that decides it
 VARIANTS = {"accuracy": "correct", "accuracy_token_mean": "correct_token_mean",
             "accuracy_byte_norm": "correct_byte_norm"}
-
-# Assumed column names for pair tables without a documented layout (mParaRel), first match wins.
-GOOD_COLUMN_CANDIDATES = ("sentence_good", "good", "correct", "sen", "true_sentence")
-BAD_COLUMN_CANDIDATES = ("sentence_bad", "bad", "incorrect", "wrong_sen", "false_sentence")
-PARADIGM_COLUMN_CANDIDATES = ("UID", "paradigm", "relation", "predicate_id", "pid")
-LANG_COLUMN_CANDIDATES = ("lang", "language")
-
-_BLIMP_KEYS = {"sentence_good", "sentence_bad", "UID", "paradigm", "field", "linguistics_term",
-               "pairID", "pair_id"}
-_AGREEMENT = {"SV": "subject-verb agreement", "SP": "subject-participle agreement"}
-_FEATURE = {"#": "number", "P": "person", "G": "gender"}
-
-
-class PairsFormatError(ValueError):
-    """A pairs file or Hub table that is not in the expected format (names the source and line)."""
-
-
-# ---------------------------------------------------------------- reading files
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
-def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a UTF-8 text file, plain or gzipped; read errors -> PairsFormatError.
-
-    Lines are decoded one by one (not in chunks) so that a decoding error names its own line;
-    line ends are kept, so csv can read quoted fields that span lines.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    opener = gzip.open if _is_gzip(path) else open
-    lineno = 0
-    try:
-        with opener(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                try:
-                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-                except UnicodeDecodeError as err:
-                    raise PairsFormatError(f"{path}, line {lineno}: not UTF-8 ({err.reason} at byte "
-                                           f"{err.start})") from None
-                yield lineno, line
-    except (EOFError, OSError, zlib.error) as err:
-        raise PairsFormatError(f"{path}, line {lineno + 1}: unreadable "
-                               f"({type(err).__name__}: {err})") from None
-
-
-def _stem(path: Path) -> str:
-    name = path.name.removesuffix(".gz")
-    for suffix in (".jsonl", ".tsv"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-def _to_frame(rows: list[dict]) -> pd.DataFrame:
-    if not rows:
-        return pd.DataFrame(columns=PAIR_COLUMNS)
-    frame = pd.DataFrame(rows)
-    return frame[PAIR_COLUMNS + [c for c in frame.columns if c not in PAIR_COLUMNS]]
-
-
-def _subsample(items: list, paradigm: str, max_pairs: int | None, seed: int) -> list:
-    """The first `max_pairs` of a seeded permutation, kept in order; one stream per paradigm."""
-    if max_pairs is None or max_pairs >= len(items):
-        return items
-    rng = np.random.default_rng([seed, zlib.crc32(paradigm.encode())])
-    keep = np.sort(rng.permutation(len(items))[:max_pairs])
-    return [items[i] for i in keep]
-
-
-def _subsample_by_paradigm(rows: list[dict], max_pairs: int | None, seed: int) -> list[dict]:
-    if max_pairs is None:
-        return rows
-    groups: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(str(row["paradigm"]), []).append(i)
-    keep = {i for paradigm, idx in groups.items() for i in _subsample(idx, paradigm, max_pairs, seed)}
-    return [row for i, row in enumerate(rows) if i in keep]
-
-
-def _require_known(wanted: Iterable[str], known: Iterable[str], where: str) -> None:
-    missing = sorted(set(wanted) - set(known))
-    if missing:
-        raise ValueError(f"unknown BLiMP paradigm(s) {missing} (not in {where})")
-
-
-# ---------------------------------------------------------------- BLiMP
-
-def _blimp_row(record: Any, index: int, where: str, default_paradigm: str) -> dict:
-    if not isinstance(record, dict):
-        raise PairsFormatError(f"{where}: not a BLiMP record (a JSON object expected)")
-    empty = [k for k in ("sentence_good", "sentence_bad")
-             if not isinstance(record.get(k), str) or not record[k]]
-    if empty:
-        raise PairsFormatError(f"{where}: not a BLiMP record (missing or empty {', '.join(empty)})")
-    try:
-        pair_id = int(record.get("pairID", record.get("pair_id", index)))
-    except (TypeError, ValueError):
-        raise PairsFormatError(f"{where}: pair id {record.get('pairID')!r} is not a number") from None
-    row = {
-        "good": record["sentence_good"],
-        "bad": record["sentence_bad"],
-        "paradigm": str(record.get("UID") or record.get("paradigm") or default_paradigm),
-        "field": record.get("field"),
-        "linguistics_term": record.get("linguistics_term"),
-        "pair_id": pair_id,
-    }
-    row.update({k: v for k, v in record.items() if k not in _BLIMP_KEYS and k not in row})
-    return row
-
-
-def read_blimp_jsonl(path: str | Path) -> list[dict]:
-    """Pair rows of one BLiMP jsonl file (plain or .gz); the paradigm is `UID` (else the file name)."""
-    path = Path(path)
-    rows = []
-    for lineno, line in _numbered_lines(path):
-        if not line.strip():
-            continue
-        where = f"{path}, line {lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise PairsFormatError(f"{where}: malformed JSON ({err.msg})") from None
-        rows.append(_blimp_row(record, len(rows), where, _stem(path)))
-    return rows
-
-
-def _blimp_files(folder: Path) -> dict[str, Path]:
-    files = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.endswith((".jsonl", ".jsonl.gz")):
-            files[_stem(path)] = path
-    return files
-
-
-def load_blimp_local(data_dir: str | Path, paradigms: Sequence[str] | None = None,
-                     max_pairs_per_paradigm: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """BLiMP pairs from a jsonl file, or a folder (`<dir>/blimp/` or `<dir>/`) of `*.jsonl[.gz]`.
-
-    In a folder, paradigms are file names, read in sorted order; in a single file, `UID` values.
-    """
-    path = Path(data_dir)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    if path.is_file():
-        rows = read_blimp_jsonl(path)
-        if paradigms is not None:
-            _require_known(paradigms, (r["paradigm"] for r in rows), str(path))
-            rows = [r for r in rows if r["paradigm"] in set(paradigms)]
-        return _to_frame(_subsample_by_paradigm(rows, max_pairs_per_paradigm, seed))
-    folder = path / "blimp" if (path / "blimp").is_dir() else path
-    files = _blimp_files(folder) if folder.is_dir() else {}
-    if not files:
-        raise FileNotFoundError(f"no BLiMP files (*.jsonl or *.jsonl.gz) under {folder}")
-    wanted = sorted(files) if paradigms is None else list(paradigms)
-    _require_known(wanted, files, str(folder))
-    rows = [row for paradigm in wanted for row in read_blimp_jsonl(files[paradigm])]
-    return _to_frame(_subsample_by_paradigm(rows, max_pairs_per_paradigm, seed))
-
-
-def load_blimp_hub(paradigms: Sequence[str] | None = None,
-                   max_pairs_per_paradigm: int | None = None, seed: int = 0,
-                   cache_dir: str | None = None, repo_id: str = BLIMP_HUB_ID,
-                   split: str = "train") -> pd.DataFrame:
-    """BLiMP pairs from a Hub dataset in BLiMP's field names, as load_blimp_local returns them.
-
-    `nyu-mll/blimp` has one config per paradigm; a dataset with a single config (e.g. "default")
-    is read whole and its paradigms are the `UID` (or `paradigm`) values.
-    """
-    import datasets  # imported late: slow, and only needed with Hub access
-
-    configs = sorted(datasets.get_dataset_config_names(repo_id))
-    per_paradigm = len(configs) > 1
-    if per_paradigm and paradigms is not None:
-        _require_known(paradigms, configs, repo_id)
-        configs = list(paradigms)
-    rows = []
-    for config in configs:
-        ds = datasets.load_dataset(repo_id, config, split=split, cache_dir=cache_dir)
-        rows += [_blimp_row(r, i, f"{repo_id} ({config}), row {i}", config) for i, r in enumerate(ds)]
-    if paradigms is not None and not per_paradigm:
-        _require_known(paradigms, (r["paradigm"] for r in rows), repo_id)
-        rows = [r for r in rows if r["paradigm"] in set(paradigms)]
-    return _to_frame(_subsample_by_paradigm(rows, max_pairs_per_paradigm, seed))
-
-
-def load_blimp_single_error_hub(**kwargs: Any) -> pd.DataFrame:
-    """The paper's filtered BLiMP, `liu-nlp/blimp-single-error` (layout assumed, see module doc)."""
-    return load_blimp_hub(repo_id=BLIMP_SINGLE_ERROR_HUB_ID, **kwargs)
-
-
-# ---------------------------------------------------------------- MultiBLiMP
-
-def _multiblimp_row(record: dict[str, str], index: int, where: str, lang: str | None) -> dict:
-    if not record["sen"] or not record["wrong_sen"]:
-        raise PairsFormatError(f"{where}: empty sen or wrong_sen")
-    phenomenon = record.get("phenomenon") or None
-    kind, _, feature = (phenomenon or "").partition("-")
-    row = {
-        "good": record["sen"],
-        "bad": record["wrong_sen"],
-        "paradigm": phenomenon,
-        "field": _FEATURE.get(feature),
-        "linguistics_term": _AGREEMENT.get(kind),
-        "pair_id": index,
-    }
-    row.update({k: v for k, v in record.items() if k not in ("sen", "wrong_sen") and k not in row})
-    row["lang"] = record.get("lang") or lang
-    return row
-
-
-def load_multiblimp_local(path: str | Path, lang: str | None = None,
-                          max_pairs_per_paradigm: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """Pairs of a MultiBLiMP `data.tsv` (plain or .gz), in file order.
-
-    `lang` fills the `lang` column where the file has none; by default, the folder name of a
-    `<iso>/data.tsv`. Values stay strings, as in the file.
-    """
-    path = Path(path)
-    if lang is None and _stem(path) == "data" and len(path.parent.name) == 3:
-        lang = path.parent.name
-    reader = csv.reader((line for _, line in _numbered_lines(path)), delimiter="\t")
-    rows = []
-    try:
-        header = next(reader, None)
-        if header is None:
-            raise PairsFormatError(f"{path}: empty file (expected a header with sen and wrong_sen)")
-        missing = [c for c in ("sen", "wrong_sen") if c not in header]
-        if missing:
-            raise PairsFormatError(f"{path}, line 1: missing column(s) {', '.join(missing)}; "
-                                   "expected MultiBLiMP's data.tsv header")
-        for fields in reader:
-            if not fields:
-                continue
-            where = f"{path}, line {reader.line_num}"
-            if len(fields) != len(header):
-                raise PairsFormatError(f"{where}: {len(fields)} tab-separated fields, "
-                                       f"the header has {len(header)}")
-            rows.append(_multiblimp_row(dict(zip(header, fields)), len(rows), where, lang))
-    except csv.Error as err:
-        raise PairsFormatError(f"{path}, line {reader.line_num}: {err}") from None
-    return _to_frame(_subsample_by_paradigm(rows, max_pairs_per_paradigm, seed))
-
-
-def load_multiblimp_hub(langs: str | Sequence[str], cache_dir: str | None = None,
-                        revision: str | None = None, max_pairs_per_paradigm: int | None = None,
-                        seed: int = 0) -> pd.DataFrame:
-    """MultiBLiMP pairs of each ISO code, downloaded as `<iso>/data.tsv` from `jumelet/multiblimp`."""
-    from huggingface_hub import hf_hub_download  # imported late: only needed with Hub access
-
-    frames = []
-    for iso in [langs] if isinstance(langs, str) else langs:
-        path = hf_hub_download(repo_id=MULTIBLIMP_HUB_ID, filename=f"{iso}/data.tsv",
-                               repo_type="dataset", cache_dir=cache_dir, revision=revision)
-        frames.append(load_multiblimp_local(path, lang=iso,
-                                            max_pairs_per_paradigm=max_pairs_per_paradigm, seed=seed))
-    return pd.concat(frames, ignore_index=True) if frames else _to_frame([])
-
-
-# ---------------------------------------------------------------- generic tables (mParaRel)
-
-def _pick_column(columns: Sequence[str], given: str | None, candidates: Sequence[str],
-                 what: str, where: str, required: bool = True) -> str | None:
-    if given is not None:
-        if given not in columns:
-            raise PairsFormatError(f"{where}: no column {given!r} for the {what} "
-                                   f"(columns: {', '.join(columns)})")
-        return given
-    found = next((c for c in candidates if c in columns), None)
-    if found is None and required:
-        raise PairsFormatError(f"{where}: no {what} column (tried {', '.join(candidates)}; "
-                               f"columns: {', '.join(columns)}); name it explicitly")
-    return found
-
-
-def pairs_from_records(records: Sequence[dict], where: str, good_column: str | None = None,
-                       bad_column: str | None = None, paradigm_column: str | None = None,
-                       lang: str | None = None) -> pd.DataFrame:
-    """Pairs from records of any table: good/bad/paradigm columns given or picked by name."""
-    if not records:
-        return _to_frame([])
-    columns = list(records[0])
-    good = _pick_column(columns, good_column, GOOD_COLUMN_CANDIDATES, "good sentence", where)
-    bad = _pick_column(columns, bad_column, BAD_COLUMN_CANDIDATES, "bad sentence", where)
-    paradigm = _pick_column(columns, paradigm_column, PARADIGM_COLUMN_CANDIDATES, "paradigm",
-                            where, required=False)
-    lang_column = _pick_column(columns, None, LANG_COLUMN_CANDIDATES, "language", where,
-                               required=False)
-    rows = []
-    for i, record in enumerate(records):
-        if not isinstance(record.get(good), str) or not isinstance(record.get(bad), str) \
-                or not record[good] or not record[bad]:
-            raise PairsFormatError(f"{where}, row {i}: missing or empty {good!r} or {bad!r}")
-        row = {"good": record[good], "bad": record[bad],
-               "paradigm": str(record[paradigm]) if paradigm else None,
-               "field": None, "linguistics_term": None, "pair_id": i}
-        row.update({k: v for k, v in record.items() if k not in (good, bad) and k not in row})
-        row["lang"] = record.get(lang_column) if lang_column else lang
-        rows.append(row)
-    return _to_frame(rows)
-
-
-def load_mpararel_hub(configs: Sequence[str] | None = None, split: str = "train",
-                      good_column: str | None = None, bad_column: str | None = None,
-                      paradigm_column: str | None = None, cache_dir: str | None = None,
-                      repo_id: str = MPARAREL_HUB_ID) -> pd.DataFrame:
-    """mParaRel minimal pairs; every config by default (a config name other than "default" is
-    taken as the language where the table has no language column). Layout assumed, see module doc."""
-    import datasets  # imported late: slow, and only needed with Hub access
-
-    if configs is None:
-        configs = sorted(datasets.get_dataset_config_names(repo_id))
-    frames = []
-    for config in configs:
-        records = list(datasets.load_dataset(repo_id, config, split=split, cache_dir=cache_dir))
-        frames.append(pairs_from_records(records, f"{repo_id} ({config})", good_column, bad_column,
-                                         paradigm_column, lang=None if config == "default" else config))
-    return pd.concat(frames, ignore_index=True) if frames else _to_frame([])
-
-
-# ---------------------------------------------------------------- pair files by format
-
-def detect_pairs_format(path: str | Path) -> str:
-    """blimp for *.jsonl[.gz] and folders, multiblimp for *.tsv[.gz]."""
-    path = Path(path)
-    name = path.name.removesuffix(".gz")
-    if path.is_dir() or name.endswith(".jsonl"):
-        return "blimp"
-    if name.endswith(".tsv"):
-        return "multiblimp"
-    raise PairsFormatError(f"{path}: cannot tell the format from the name "
-                           f"(expected .jsonl[.gz] or .tsv[.gz]); give one of {', '.join(PAIR_FORMATS)}")
-
-
-def load_pairs_file(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
-    """Pairs of a BLiMP jsonl (file or folder) or a MultiBLiMP tsv; format from the name by default."""
-    fmt = fmt or detect_pairs_format(path)
-    if fmt == "blimp":
-        return load_blimp_local(path)
-    if fmt == "multiblimp":
-        return load_multiblimp_local(path)
-    raise ValueError(f"unknown pairs format {fmt!r}; expected one of {', '.join(PAIR_FORMATS)}")
 
 
 # ---------------------------------------------------------------- precision and memory
@@ -424,8 +55,9 @@ DEFAULT_CPU_BUDGET_GB = 0.0625
 CUDA_FREE_FRACTION = 0.5
 # Bytes per token and vocabulary entry: the logits, the fp32 copy of the scored rows, log_softmax.
 LOGIT_BYTES = 12
-# Nodes per packed prefix-tree row: longer rows share more, but attention grows with length^2.
-TREE_ROW_TOKENS = 128
+# Prefix-tree nodes per attention chunk (`prefix_tree`): attention costs chunk x (depth + chunk)
+# per chunk; tuned on BLiMP with the tiny model (benchmarks/blimp_speed.py).
+ATTENTION_CHUNK = 32
 _DTYPE_NAMES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "bf16": "bf16",
                 "bfloat16": "bf16", torch.float32: "fp32", torch.bfloat16: "bf16"}
 
@@ -515,7 +147,14 @@ def _bos_id(tokenizer: Any) -> int:
 def _encode(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
     """[BOS] + tokens of each text, no other special tokens."""
     bos = _bos_id(tokenizer)
-    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if hasattr(backend, "encode_batch_fast"):
+        # what tokenizer(texts, add_special_tokens=False) returns, without building offsets
+        return [[bos] + enc.ids for enc in backend.encode_batch_fast(list(texts),
+                                                                      add_special_tokens=False)]
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     return [[bos] + list(ids) for ids in encoded]
 
 
@@ -572,83 +211,43 @@ def score_sequences(model: torch.nn.Module, sequences: Sequence[Sequence[int]],
                     progress: bool = True, desc: str = "scoring",
                     dtype: str | torch.dtype | None = None,
                     memory_budget_gb: float | None = None,
-                    max_row_tokens: int = TREE_ROW_TOKENS) -> np.ndarray:
+                    attention_chunk: int = ATTENTION_CHUNK) -> np.ndarray:
     """Summed log-probability of every token after the first of each sequence (float64).
 
     Sequences are packed into prefix trees (`prefix_tree`), so a prefix shared by several
     sequences is computed once. A batch holds at most batch_size sequences (or, for "auto"/None,
-    as many tree rows as fit the memory budget). Llama-family models only (`fast_llama`).
+    as many tree nodes as fit the memory budget). Llama-family models only (`fast_llama`).
     """
     device = torch.device(device)
     model.to(device).eval()
     scorer = fast_llama.LlamaScorer(model)
-    packing = prefix_tree.pack(sequences, max_row_tokens)
+    if _is_auto(batch_size):
+        node_bytes = sequence_bytes(model.config, attention_chunk) // attention_chunk
+        limits = {"max_nodes": max(1, memory_budget_bytes(device, memory_budget_gb) // node_bytes)}
+    else:
+        limits = {"max_sequences": int(batch_size)}
+    batches = prefix_tree.pack(sequences, attention_chunk, **limits)
     out = np.zeros(len(sequences), dtype=np.float64)
-    batches = _plan_tree_batches(model, packing.rows, batch_size, device, memory_budget_gb)
     with torch.inference_mode():
         for batch in tqdm(batches, desc=desc, disable=not progress):
-            members, sums = _score_tree_batch(scorer, packing, batch, device, dtype)
-            out[members] = sums
+            out[batch.members] = _score_tree_batch(scorer, batch, device, dtype)
     return out
 
 
-def _plan_tree_batches(model: torch.nn.Module, rows: Sequence[prefix_tree.Row],
-                       batch_size: int | str | None, device: torch.device,
-                       memory_budget_gb: float | None) -> list[list[int]]:
-    """Row indices per batch, longest rows first: at most batch_size sequences (at least one row),
-    or for "auto" as many rows as fit the memory budget at the batch's longest row."""
-    order = sorted(range(len(rows)), key=lambda r: -len(rows[r]))
-    auto = _is_auto(batch_size)
-    budget = memory_budget_bytes(device, memory_budget_gb) if auto else 0
-    batches: list[list[int]] = []
-    for r in order:
-        if batches:
-            batch = batches[-1]
-            if auto:
-                fits = (len(batch) + 1) * sequence_bytes(model.config, len(rows[batch[0]])) <= budget
-            else:
-                fits = sum(len(rows[b].members) for b in batch) + len(rows[r].members) <= batch_size
-            if fits:
-                batch.append(r)
-                continue
-        batches.append([r])
-    return batches
+def _score_tree_batch(scorer: fast_llama.LlamaScorer, batch: prefix_tree.TreeBatch,
+                      device: torch.device, dtype: str | torch.dtype | None) -> np.ndarray:
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(device)
 
-
-def _score_tree_batch(scorer: fast_llama.LlamaScorer, packing: prefix_tree.Packing,
-                      batch: list[int], device: torch.device,
-                      dtype: str | torch.dtype | None) -> tuple[list[int], np.ndarray]:
-    rows = [packing.rows[r] for r in batch]
-    width = max(len(row) for row in rows)
-    ids = np.zeros((len(rows), width), dtype=np.int64)
-    depths = np.zeros((len(rows), width), dtype=np.int64)
-    for r, row in enumerate(rows):
-        ids[r, : len(row)] = row.tokens
-        depths[r, : len(row)] = row.depths
-    # Every node but a root is the next token of its parent; flat indices into (rows * width).
-    parents = np.full((len(rows), width), -1, dtype=np.int64)
-    for r, row in enumerate(rows):
-        parents[r, : len(row)] = row.parents
-    child = np.flatnonzero(parents >= 0)
-    parent = parents.reshape(-1)[child] + (child // width) * width
-    members, path_nodes, path_owner = [], [], []
-    for r, row in enumerate(rows):
-        for seq in row.members:
-            path_nodes.append(np.asarray(packing.paths[seq][1:], dtype=np.int64) + r * width)
-            path_owner.append(np.full(len(packing.paths[seq]) - 1, len(members), dtype=np.int64))
-            members.append(seq)
-    ids_t = torch.from_numpy(ids).to(device)
+    if len(batch.tokens) == 0:  # only empty sequences
+        return np.zeros(len(batch.members), dtype=np.float64)
     with _autocast(device, dtype):
-        edge = scorer.edge_logprobs(ids_t, torch.from_numpy(depths).to(device),
-                                    prefix_tree.attention_mask(rows, width).to(device),
-                                    torch.from_numpy(parent).to(device),
-                                    ids_t.reshape(-1)[torch.from_numpy(child).to(device)])
-    node_logprob = torch.zeros(len(rows) * width, dtype=torch.float64, device=device)
-    node_logprob[torch.from_numpy(child).to(device)] = edge.double()
-    sums = torch.zeros(len(members), dtype=torch.float64, device=device)
-    sums.index_add_(0, torch.from_numpy(np.concatenate(path_owner)).to(device),
-                    node_logprob[torch.from_numpy(np.concatenate(path_nodes)).to(device)])
-    return members, sums.cpu().numpy()
+        edge = scorer.tree_logprobs(tensor(batch.tokens), tensor(batch.depths),
+                                    tensor(batch.heads), tensor(batch.head_of), batch.chunk,
+                                    tensor(batch.keys), tensor(batch.mask).unsqueeze(1))
+    # A member's score sums its path's edges; path entries of -1 (past its end) pick the 0 added.
+    edge = torch.cat([edge.double(), edge.new_zeros(1, dtype=torch.float64)])
+    return edge[tensor(batch.paths)].sum(dim=1).cpu().numpy()
 
 
 # ---------------------------------------------------------------- sentences and pairs

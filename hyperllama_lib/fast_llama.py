@@ -3,17 +3,20 @@
 It computes what `LlamaForCausalLM.forward` computes, op for op with the model's own weights, and
 leaves out what scoring does not need. That makes small models several times faster, where Python
 overhead per op dominates:
-- no attention mask: batches are right-padded, so with causal attention a real token never sees
-  padding, and attention can use the kernel's built-in causal mask (`is_causal=True`);
-- no KV cache, no output hooks, no module calls;
-- the output head runs only at the positions whose next token is scored, and its log-softmax is a
-  `cross_entropy` against the target ids (one pass, no full log-probability tensor).
+- tokens are a flat list of nodes: right-padded rows (`token_logprobs`) or packed prefix trees
+  (`tree_logprobs`, see `prefix_tree`); projections, norms and the MLP run on the nodes, and
+  attention runs per chunk, causally for rows (`is_causal=True`, no mask tensor) or under the
+  tree's ancestor mask;
+- rotary cos/sin come from a table filled once by the model's own rotary embedding; q/k/v and
+  gate/up are one matrix product each; no KV cache, no output hooks, no module calls;
+- the output head runs only where a next token is scored (once per tree node with children), and
+  its log-softmax is in float32.
 
-Exactness: the same ops in the same order as transformers' Llama, except attention, where the
-causal kernel replaces the masked one (differences at float rounding, ~1e-6 in the logits;
-`tests/test_fast_llama.py` checks). Models that are not plain Llama / HyperLlama (biases, other
-attention or MLP variants) are not supported (`supports` says why) and are scored through their
-regular forward instead.
+Exactness: the same arithmetic as transformers' Llama up to float rounding (concatenated
+projections, the fused `rms_norm` and the attention kernel sum in a different order: ~1e-6 in the
+logits; `tests/test_fast_llama.py` checks). Models that are not plain Llama / HyperLlama (biases,
+other attention or MLP variants) are not supported (`unsupported_reason` says why) and are scored
+through their regular forward instead.
 """
 from __future__ import annotations
 
@@ -43,11 +46,15 @@ def unsupported_reason(model: torch.nn.Module) -> str | None:
 
 
 class LlamaScorer:
-    """Token log-probabilities of right-padded batches under a Llama / HyperLlama model.
+    """Token log-probabilities under a Llama / HyperLlama model, for scoring only.
 
-    `token_logprobs(ids, scored)` returns log p(ids[r, p + 1] | ids[r, :p + 1]) for every (r, p)
-    with scored[r, p] true, in row-major order. Padding must be on the right, and scored positions
-    must predict real tokens.
+    - `token_logprobs(ids, scored)`: right-padded rows; log p(ids[r, p + 1] | ids[r, :p + 1]) for
+      every (r, p) with scored[r, p] true, in row-major order. Scored positions must predict real
+      tokens.
+    - `tree_logprobs(...)`: a packed batch of prefix trees (`prefix_tree.TreeBatch`).
+
+    The q/k/v and gate/up projections are concatenated once here, so each is one matrix product
+    (the model itself is not changed; the scorer holds a copy of those weights).
     """
 
     def __init__(self, model: LlamaForCausalLM) -> None:
@@ -61,6 +68,8 @@ class LlamaScorer:
         self.n_kv_heads = config.num_key_value_heads
         self.scaling = self.head_dim ** -0.5
         self.head_factor = lm_head_factor(model)
+        self._rotary_tables: dict = {}
+        self.layers = [_Layer(layer) for layer in model.model.layers]
 
     def hidden_states(self, ids: Tensor, positions: Tensor | None = None,
                       mask: Tensor | None = None) -> Tensor:
@@ -69,33 +78,63 @@ class LlamaScorer:
         Default: causal attention at positions 0, 1, ... Otherwise `positions` (batch, length) and
         a bool `mask` (batch, 1, length, length), true where a query may attend to a key.
         """
-        core = self.model.model
-        x = F.embedding(ids, core.embed_tokens.weight)
+        batch, length = ids.shape
         if positions is None:
-            positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
-        cos, sin = core.rotary_emb(x, positions)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        for layer in core.layers:
-            x = x + self._attention(layer.self_attn, _rms_norm(layer.input_layernorm, x), cos, sin,
-                                    mask)
-            mlp = layer.mlp
-            h = _rms_norm(layer.post_attention_layernorm, x)
-            x = x + F.linear(mlp.act_fn(F.linear(h, mlp.gate_proj.weight)) * F.linear(h, mlp.up_proj.weight),
-                             mlp.down_proj.weight)
-        return _rms_norm(core.norm, x)
+            positions = torch.arange(length, device=ids.device).expand(batch, length)
+        hidden = self.node_hidden_states(ids.reshape(-1), positions.reshape(-1), length, None, mask)
+        return hidden.view(batch, length, -1)
 
-    def _attention(self, attn: torch.nn.Module, x: Tensor, cos: Tensor, sin: Tensor,
-                   mask: Tensor | None) -> Tensor:
-        batch, length, _ = x.shape
-        q = F.linear(x, attn.q_proj.weight).view(batch, length, -1, self.head_dim).transpose(1, 2)
-        k = F.linear(x, attn.k_proj.weight).view(batch, length, -1, self.head_dim).transpose(1, 2)
-        v = F.linear(x, attn.v_proj.weight).view(batch, length, -1, self.head_dim).transpose(1, 2)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+    def node_hidden_states(self, tokens: Tensor, positions: Tensor, chunk: int,
+                           keys: Tensor | None, mask: Tensor | None) -> Tensor:
+        """Final-normed hidden states (nodes, hidden) of a flat list of tokens.
+
+        Everything but attention runs on the nodes as they are. Attention runs per chunk of
+        `chunk` consecutive nodes: chunk c's keys and values are those of the nodes keys[c]
+        (keys=None: the chunk itself), and `mask` (chunks, 1, chunk, keys) says which of them each
+        query sees (None: causal within the chunk).
+        """
+        core = self.model.model
+        x = F.embedding(tokens, core.embed_tokens.weight)
+        cos, sin = self._rotary(x, positions)
+        for layer in self.layers:
+            x = x + self._attention(layer, F.rms_norm(x, layer.shape, layer.input_norm, layer.eps),
+                                    cos, sin, chunk, keys, mask)
+            h = F.rms_norm(x, layer.shape, layer.post_norm, layer.eps)
+            gate, up = F.linear(h, layer.gate_up).split(layer.intermediate, dim=-1)
+            x = x + F.linear(layer.act(gate) * up, layer.down)
+        return F.rms_norm(x, (x.shape[-1],), core.norm.weight, core.norm.variance_epsilon)
+
+    def _rotary(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """cos, sin (nodes, 1, head_dim) at each node's position, from a table the model's own
+        rotary embedding filled once (per dtype and device)."""
+        key = (x.dtype, x.device)
+        if key not in self._rotary_tables:
+            core = self.model.model
+            every = torch.arange(core.config.max_position_embeddings, device=x.device).unsqueeze(0)
+            cos, sin = core.rotary_emb(x[:1].unsqueeze(0), every)
+            self._rotary_tables[key] = (cos[0], sin[0])
+        cos, sin = self._rotary_tables[key]
+        return cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
+
+    def _attention(self, layer: "_Layer", x: Tensor, cos: Tensor, sin: Tensor, chunk: int,
+                   keys: Tensor | None, mask: Tensor | None) -> Tensor:
+        nodes, d = x.shape[0], self.head_dim
+        qkv = F.linear(x, layer.qkv).view(nodes, -1, d)
+        qk = qkv[:, : self.n_heads + self.n_kv_heads]
+        qk = qk * cos + _rotate_half(qk) * sin
+        q, k, v = qk[:, : self.n_heads], qk[:, self.n_heads:], qkv[:, self.n_heads + self.n_kv_heads:]
+        chunks = -(-nodes // chunk)
+        q = _chunked(q, chunks, chunk)
+        if keys is None:
+            k, v = _chunked(k, chunks, chunk), _chunked(v, chunks, chunk)
+        else:
+            k = k.index_select(0, keys.reshape(-1)).view(chunks, -1, self.n_kv_heads, d).transpose(1, 2)
+            v = v.index_select(0, keys.reshape(-1)).view(chunks, -1, self.n_kv_heads, d).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                              scale=self.scaling,
                                              enable_gqa=self.n_kv_heads != self.n_heads)
-        return F.linear(out.transpose(1, 2).reshape(batch, length, -1), attn.o_proj.weight)
+        out = out.transpose(1, 2).reshape(chunks * chunk, -1)[:nodes]
+        return F.linear(out, layer.o)
 
     def logits(self, hidden: Tensor) -> Tensor:
         logits = F.linear(hidden, self.model.lm_head.weight)
@@ -107,22 +146,45 @@ class LlamaScorer:
         # log_softmax in float32, outside any autocast, as for the regular forward
         return -F.cross_entropy(self.logits(hidden).float(), targets, reduction="none")
 
+    def tree_logprobs(self, tokens: Tensor, depths: Tensor, heads: Tensor, head_of: Tensor,
+                      chunk: int, keys: Tensor, mask: Tensor) -> Tensor:
+        """log p(tokens[n] | n's parent) for every node of a packed prefix-tree batch
+        (`prefix_tree.TreeBatch`), 0 at roots; the output head runs once per parent (`heads`)."""
+        if not torch.is_autocast_enabled(mask.device.type):
+            # additive, in the queries' dtype: made once here, not converted in every layer
+            mask = torch.zeros(mask.shape, dtype=self.model.model.embed_tokens.weight.dtype,
+                               device=mask.device).masked_fill_(~mask, float("-inf"))
+        hidden = self.node_hidden_states(tokens, depths, chunk, keys, mask)
+        logprobs = F.log_softmax(self.logits(hidden.index_select(0, heads)).float(), dim=-1)
+        child = torch.nonzero(head_of >= 0).squeeze(1)
+        out = torch.zeros(tokens.shape[0], dtype=logprobs.dtype, device=logprobs.device)
+        out[child] = logprobs[head_of[child], tokens[child]]
+        return out
 
-    def edge_logprobs(self, ids: Tensor, positions: Tensor, mask: Tensor, parents: Tensor,
-                      targets: Tensor) -> Tensor:
-        """log p(targets[e] | the node at flat index parents[e]) for a packed batch of prefix trees
-        (`prefix_tree`); the output head runs once per distinct parent."""
-        hidden = self.hidden_states(ids, positions, mask).flatten(0, 1)
-        unique, inverse = torch.unique(parents, return_inverse=True)
-        logprobs = F.log_softmax(self.logits(hidden[unique]).float(), dim=-1)
-        return logprobs[inverse, targets]
+
+class _Layer:
+    """One decoder layer's weights as the scorer uses them (q/k/v and gate/up concatenated)."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        attn, mlp = layer.self_attn, layer.mlp
+        self.qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+        self.o = attn.o_proj.weight
+        self.gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+        self.intermediate = mlp.gate_proj.weight.shape[0]
+        self.down = mlp.down_proj.weight
+        self.act = mlp.act_fn
+        self.input_norm = layer.input_layernorm.weight
+        self.post_norm = layer.post_attention_layernorm.weight
+        self.eps = layer.input_layernorm.variance_epsilon
+        self.shape = (self.input_norm.shape[0],)
 
 
-def _rms_norm(norm: torch.nn.Module, x: Tensor) -> Tensor:
-    dtype = x.dtype
-    x32 = x.to(torch.float32)
-    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return norm.weight * x32.to(dtype)
+def _chunked(t: Tensor, chunks: int, chunk: int) -> Tensor:
+    """(nodes, heads, head_dim) -> (chunks, heads, chunk, head_dim), zero-padded at the end."""
+    pad = chunks * chunk - t.shape[0]
+    if pad:
+        t = F.pad(t, (0, 0, 0, 0, 0, pad))
+    return t.view(chunks, chunk, *t.shape[1:]).transpose(1, 2)
 
 
 def _rotate_half(x: Tensor) -> Tensor:

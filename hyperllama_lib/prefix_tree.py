@@ -1,105 +1,171 @@
-"""Prefix trees of token sequences, packed into rows so that a shared prefix is computed once.
+"""Prefix trees of token sequences, packed into batches so that a shared prefix is computed once.
 
-Minimal pairs and template-generated benchmarks repeat prefixes a lot: in BLiMP, a prefix tree over
-the sentences of consecutive (sorted) sentences has about 0.62 nodes per token. A row holds one such
-tree in preorder; a node attends to itself and its ancestors only, and its position is its depth, so
-each node sees exactly what it would see in its own sequence (`attention_mask`).
+Minimal pairs and template-generated benchmarks repeat prefixes a lot: BLiMP's sentences, sorted
+and cut into batches of 32, form prefix trees with 0.62 nodes per token.
 
-A sequence's log-probability is then the sum, over the nodes of its path after the root, of
-log p(node's token | parent node), and each node's next-token distribution is computed once however
-many sequences pass through it.
+A batch (`TreeBatch`) is the prefix tree of consecutive sequences in sorted order, its nodes a flat
+list in preorder. The model's linear layers, norms and output head run on the nodes as they are,
+without padding. A node's rotary position is its depth, and it attends to itself and its ancestors
+only, so it sees exactly what it would see in its own sequence. Attention runs in chunks of
+`chunk` consecutive nodes: in preorder, every ancestor of a node in a chunk is either in the chunk
+or an ancestor of the chunk's first node, so a chunk's keys are that first node's ancestors
+followed by the chunk itself (`keys`), and `mask` says which of them each query may see. Dense
+attention over a chunk costs chunk x (depth + chunk), not nodes x nodes.
+
+A sequence's log-probability is the sum, over the nodes of its path after the root, of
+log p(node's token | parent node); each parent's next-token distribution is computed once however
+many children (and sequences) it has.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
+
+CHUNK_SEQUENCES = 16384  # sequences whose node bookkeeping is built at once (bounds memory)
 
 
 @dataclass
-class Row:
-    """One packed prefix tree; nodes in preorder, so a subtree is the range [i, end[i])."""
-    tokens: list[int] = field(default_factory=list)
-    depths: list[int] = field(default_factory=list)
-    parents: list[int] = field(default_factory=list)  # -1 for a root
-    ends: list[int] = field(default_factory=list)
-    members: list[int] = field(default_factory=list)  # sequences whose path is in this row
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-
-@dataclass
-class Packing:
-    rows: list[Row]
-    row_of: np.ndarray        # sequence -> row
-    paths: list[list[int]]    # sequence -> node indices (within its row), root first
+class TreeBatch:
+    members: np.ndarray   # (sequences,) indices into the packed sequences
+    tokens: np.ndarray    # (nodes,) token of each node, nodes in preorder
+    depths: np.ndarray    # (nodes,) depth = position in its sequences
+    heads: np.ndarray     # (parents,) the nodes that have a child: where the output head runs
+    head_of: np.ndarray   # (nodes,) index into `heads` of the node's parent, -1 for a root
+    paths: np.ndarray     # (sequences, longest) node at each depth of a member, -1 past its end
+    chunk: int            # query nodes per attention chunk; chunk c holds nodes c*chunk, ...
+    keys: np.ndarray      # (chunks, width) node at each key slot of a chunk (0 where none)
+    mask: np.ndarray      # (chunks, chunk, width) bool: query may attend to key slot
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n, limit = 0, min(len(a), len(b))
-    while n < limit and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def pack(sequences: Sequence[Sequence[int]], max_row_tokens: int) -> Packing:
-    """Prefix trees of consecutive sequences in sorted order, at most max_row_tokens nodes a row.
-
-    A sequence longer than max_row_tokens gets a row of its own. Duplicates share one path.
-    """
-    if max_row_tokens < 1:
-        raise ValueError(f"max_row_tokens must be positive, got {max_row_tokens}")
+def _sorted_matrix(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort order, the sorted sequences right-padded with -1, and their lengths."""
     order = sorted(range(len(sequences)), key=lambda i: list(sequences[i]))
-    rows: list[Row] = []
-    row_of = np.zeros(len(sequences), dtype=np.int64)
-    paths: list[list[int]] = [[] for _ in sequences]
-    row, previous, path = None, (), []
-    for i in order:
-        seq = list(sequences[i])
-        shared = _common_prefix(previous, seq) if row is not None else 0
-        if row is None or len(row) + len(seq) - shared > max_row_tokens:
-            if row is not None:
-                _close(row, path, 0)
-            row = Row()
-            rows.append(row)
-            shared, path = 0, []
-        _close(row, path, shared)
-        path = path[:shared]
-        for depth in range(shared, len(seq)):
-            row.parents.append(path[-1] if path else -1)
-            path.append(len(row.tokens))
-            row.tokens.append(seq[depth])
-            row.depths.append(depth)
-            row.ends.append(-1)
-        row.members.append(i)
-        row_of[i] = len(rows) - 1
-        paths[i] = list(path)
-        previous = seq
-    if row is not None:
-        _close(row, path, 0)
-    return Packing(rows, row_of, paths)
+    lengths = np.fromiter((len(sequences[i]) for i in order), dtype=np.int64, count=len(order))
+    matrix = np.full((len(order), max(int(lengths.max()), 1)), -1, dtype=np.int64)
+    for r, i in enumerate(order):
+        matrix[r, : lengths[r]] = sequences[i]
+    return np.asarray(order, dtype=np.int64), matrix, lengths
 
 
-def _close(row: Row, path: list[int], keep: int) -> None:
-    """Nodes of `path` below depth `keep` have no more descendants: their subtree ends here."""
-    for node in path[keep:]:
-        if row.ends[node] < 0:
-            row.ends[node] = len(row.tokens)
+def _common_prefixes(matrix: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """lcp[i]: length of the common prefix of sorted sequences i - 1 and i (lcp[0] = 0)."""
+    lcp = np.zeros(len(lengths), dtype=np.int64)
+    if len(lengths) > 1:
+        same = np.cumprod(matrix[1:] == matrix[:-1], axis=1).sum(axis=1)
+        lcp[1:] = np.minimum(same, np.minimum(lengths[1:], lengths[:-1]))
+    return lcp
 
 
-def attention_mask(rows: Sequence[Row], width: int) -> torch.Tensor:
-    """(rows, 1, width, width) bool: node i may attend to node j iff j is i or an ancestor of i.
+def _batch_starts(lengths: np.ndarray, lcp: np.ndarray, max_sequences: int | None,
+                  max_nodes: int | None) -> list[int]:
+    """Greedy cut of the sorted sequences into batches of at most max_sequences sequences and
+    max_nodes tree nodes (a single longer sequence gets a batch of its own)."""
+    starts: list[int] = []
+    members = nodes = 0
+    for i, (length, shared) in enumerate(zip(lengths.tolist(), lcp.tolist())):
+        grows = length - shared
+        if starts and (max_sequences is None or members < max_sequences) \
+                and (max_nodes is None or nodes + grows <= max_nodes):
+            members, nodes = members + 1, nodes + grows
+        else:
+            starts.append(i)
+            members, nodes = 1, length
+    return starts
 
-    In preorder, j is an ancestor-or-self of i exactly when j <= i < end[j]. Padding attends to
-    itself only, so that no softmax row is empty.
-    """
-    ends = np.zeros((len(rows), width), dtype=np.int64)
-    ends[:] = np.arange(1, width + 1)
-    for r, row in enumerate(rows):
-        ends[r, : len(row)] = row.ends
-    i = torch.arange(width).view(1, width, 1)
-    j = torch.arange(width).view(1, 1, width)
-    return ((j <= i) & (i < torch.from_numpy(ends).unsqueeze(1))).unsqueeze(1)
+
+def pack(sequences: Sequence[Sequence[int]], chunk: int, max_sequences: int | None = None,
+         max_nodes: int | None = None) -> list[TreeBatch]:
+    """Prefix trees of the sequences in sorted order, cut into batches (`_batch_starts`), with
+    attention chunks of `chunk` nodes. Every sequence is the member of exactly one batch;
+    duplicates share one path, and an empty sequence has an empty path."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    if not sequences:
+        return []
+    order, matrix, lengths = _sorted_matrix(sequences)
+    lcp = _common_prefixes(matrix, lengths)
+    starts = _batch_starts(lengths, lcp, max_sequences, max_nodes)
+    lcp[starts] = 0
+    bounds = starts + [len(lengths)]
+    batches: list[TreeBatch] = []
+    first = 0
+    while first < len(starts):
+        last = first + 1
+        while last < len(starts) and bounds[last + 1] - bounds[first] <= CHUNK_SEQUENCES:
+            last += 1
+        s0, s1 = bounds[first], bounds[last]
+        batches += _build(order[s0:s1], matrix[s0:s1], lengths[s0:s1], lcp[s0:s1],
+                          [b - s0 for b in bounds[first:last + 1]], chunk)
+        first = last
+    return batches
+
+
+def _build(order: np.ndarray, matrix: np.ndarray, lengths: np.ndarray, lcp: np.ndarray,
+           bounds: list[int], chunk: int) -> list[TreeBatch]:
+    """The batches [bounds[k], bounds[k + 1]) of a run of sorted sequences (lcp 0 at each start)."""
+    depth = np.arange(matrix.shape[1])
+    inside = depth < lengths[:, None]
+    new = (depth >= lcp[:, None]) & inside        # nodes created by each sorted sequence
+    node_id = (np.cumsum(new.ravel()) - 1).reshape(new.shape)
+    # The node of sequence i at depth d was created by the last sequence j <= i with new[j, d].
+    creator = np.maximum.accumulate(np.where(new, np.arange(len(lengths))[:, None], -1), axis=0)
+    paths = np.where(inside, np.take_along_axis(node_id, np.maximum(creator, 0), axis=0), -1)
+    seq_of_node, depth_of_node = np.nonzero(new)  # row-major = node id order = preorder
+    first_node = np.concatenate([[0], np.cumsum(new.sum(axis=1))])
+    batches = []
+    for b0, b1 in zip(bounds[:-1], bounds[1:]):
+        n0, n1 = int(first_node[b0]), int(first_node[b1])
+        seqs, depths = seq_of_node[n0:n1], depth_of_node[n0:n1]
+        member_paths = np.where(paths[b0:b1] >= 0, paths[b0:b1] - n0, -1)
+        # node_paths[n]: the path of the sequence that created node n; its first depths[n] + 1
+        # entries are n's ancestors-or-self
+        node_paths = paths[seqs] - n0
+        batches.append(_batch(order[b0:b1], matrix[seqs, depths], depths, member_paths,
+                              node_paths, chunk))
+    return batches
+
+
+def _batch(members: np.ndarray, tokens: np.ndarray, depths: np.ndarray, member_paths: np.ndarray,
+           node_paths: np.ndarray, chunk: int) -> TreeBatch:
+    nodes = len(tokens)
+    longest = int(depths.max()) + 1 if nodes else 1
+    member_paths, node_paths = member_paths[:, :longest], node_paths[:, :longest]
+    parents = np.where(depths > 0, node_paths[np.arange(nodes), np.maximum(depths - 1, 0)], -1)
+    child = parents >= 0
+    heads, inverse = np.unique(parents[child], return_inverse=True)
+    head_of = np.full(nodes, -1, dtype=np.int64)
+    head_of[child] = inverse
+    keys, mask = _chunks(depths, node_paths, chunk)
+    return TreeBatch(members, tokens, depths, heads, head_of, member_paths, chunk, keys, mask)
+
+
+def _chunks(depths: np.ndarray, node_paths: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Key slots and mask of the attention chunks: chunk c's keys are the ancestors of its first
+    node s (slot = depth) followed by its own nodes (slot = depth[s] + n - s)."""
+    nodes = len(depths)
+    n_chunks = max(1, -(-nodes // chunk))
+    first = np.arange(n_chunks) * chunk
+    context = depths[first] if nodes else np.zeros(1, dtype=np.int64)
+    width = int(context.max()) + chunk
+    keys = np.zeros((n_chunks, width), dtype=np.int64)
+    mask = np.zeros((n_chunks, chunk, width), dtype=bool)
+    mask[:, :, 0] = True  # padding queries (past the last node) see one key, not none
+    for c in range(n_chunks):
+        s, e = first[c], min(first[c] + chunk, nodes)
+        keys[c, : context[c]] = node_paths[s, : context[c]] if nodes else 0
+        keys[c, context[c]: context[c] + e - s] = np.arange(s, e)
+    if nodes:
+        node = np.arange(nodes)
+        c_of = node // chunk
+        mask[c_of, node % chunk, 0] = False
+        ancestors = node_paths
+        is_ancestor = np.arange(ancestors.shape[1]) <= depths[:, None]
+        q_node = np.broadcast_to(node[:, None], ancestors.shape)[is_ancestor]
+        a = ancestors[is_ancestor]
+        c = q_node // chunk
+        in_chunk = a >= first[c]
+        slot = np.where(in_chunk, context[c] + a - first[c], depths[a])
+        mask[c, q_node % chunk, slot] = True
+    return keys, mask

@@ -3,7 +3,8 @@
 MultiBLiMP 1.0 (Jumelet et al. 2025) was built automatically from UD treebanks and UniMorph; its files
 live on the Hugging Face Hub. This module rebuilds that kind of benchmark from the treebanks we have, so
 every language with a UD treebank gets grammar pairs. `build_pairs` reads CoNLL-U files and writes rows
-in MultiBLiMP's `data.tsv` format (`write_data_tsv`), which `evaluation.load_multiblimp_local` reads.
+in MultiBLiMP's `data.tsv` format (`write_data_tsv`), which
+`pair_sources.load_multiblimp_local` reads.
 
 Design choices (ours where the method leaves room):
 - Sentences. A sentence is dropped when any word has `Typo=Yes` or a `goeswith` relation (typos),

@@ -17,7 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from hyperllama_lib import evaluation as ev
+from hyperllama_lib import evaluation as ev, pair_sources
 
 SENTENCES = [
     "The cat sat on the mat.",
@@ -74,6 +74,18 @@ def encode(tokenizer, text: str) -> list[int]:
 
 # ---------------------------------------------------------------- sentence_logprobs
 
+def test_encode_equals_the_tokenizer_call(tokenizer):
+    # the backend fast path must give what tokenizer(texts, add_special_tokens=False) gives,
+    # special-token strings inside a text included
+    texts = SENTENCES + ["<|end_of_text|> inside", "", "  two  spaces "]
+    want = [encode(tokenizer, t) for t in texts]
+    assert ev._encode(tokenizer, texts) == want
+    slow = type("Slow", (), {"bos_token_id": tokenizer.bos_token_id,
+                             "__call__": lambda self, t, **kw: tokenizer(t, **kw)})()
+    assert ev._encode(slow, texts) == want  # a tokenizer without a `tokenizers` backend
+
+
+
 def test_sentence_logprobs_matches_manual(model, tokenizer):
     got = ev.sentence_logprobs(model, tokenizer, SENTENCES, batch_size=4, progress=False)
     want = [manual_logprob(model, encode(tokenizer, s)) for s in SENTENCES]
@@ -85,8 +97,8 @@ def test_sentence_logprobs_matches_manual(model, tokenizer):
 def test_sentence_logprobs_invariant_to_batch_size(model, tokenizer):
     results = [ev.sentence_logprobs(model, tokenizer, SENTENCES, batch_size=b, progress=False)
                for b in (1, 2, 64)]
-    for other in results[1:]:
-        np.testing.assert_allclose(other, results[0], atol=1e-5, rtol=0)
+    for other in results[1:]:  # float32 rounding only (|logp| up to 330 here)
+        np.testing.assert_allclose(other, results[0], atol=1e-5, rtol=1e-7)
 
 
 def test_prefix_sharing_equals_plain_batches(model, tokenizer):
@@ -101,10 +113,10 @@ def test_prefix_sharing_equals_plain_batches(model, tokenizer):
     assert shared[6] == shared[9]
 
 
-def test_small_tree_rows_and_empty_sentence(model, tokenizer):
+def test_small_attention_chunks_and_empty_sentence(model, tokenizer):
     sentences = SENTENCES + [""]
     encoded = [encode(tokenizer, s) for s in sentences]
-    got = ev.score_sequences(model, encoded, batch_size=2, progress=False, max_row_tokens=5)
+    got = ev.score_sequences(model, encoded, batch_size=2, progress=False, attention_chunk=5)
     want = [manual_logprob(model, ids) for ids in encoded]
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-7)
     assert got[-1] == 0.0
@@ -228,8 +240,8 @@ def test_scores_do_not_depend_on_batch_size(model, tokenizer):
     runs = [ev.score_pairs(model, tokenizer, pairs, batch_size=b, progress=False, memory_budget_gb=m)
             for b, m in ((1, None), (4, None), ("auto", None), (None, tiny_budget))]
     for scored, summary in runs[1:]:
-        np.testing.assert_allclose(scored["logp_good"], runs[0][0]["logp_good"], atol=1e-5, rtol=0)
-        np.testing.assert_allclose(scored["logp_bad"], runs[0][0]["logp_bad"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(scored["logp_good"], runs[0][0]["logp_good"], atol=1e-5, rtol=1e-7)
+        np.testing.assert_allclose(scored["logp_bad"], runs[0][0]["logp_bad"], atol=1e-5, rtol=1e-7)
         assert summary == runs[0][1]
 
 
@@ -327,28 +339,28 @@ def test_load_blimp_local_and_subsample(tmp_path):
     for uid in ("b_paradigm", "a_paradigm"):
         write_jsonl_gz(tmp_path / "blimp" / f"{uid}.jsonl.gz",
                        [json.dumps(blimp_record(uid, i)) for i in range(20)])
-    df = ev.load_blimp_local(tmp_path)
-    assert list(df.columns) == ev.PAIR_COLUMNS
+    df = pair_sources.load_blimp_local(tmp_path)
+    assert list(df.columns) == pair_sources.PAIR_COLUMNS
     assert df["paradigm"].unique().tolist() == ["a_paradigm", "b_paradigm"]
     assert df["pair_id"].tolist()[:3] == [0, 1, 2]
-    sub = ev.load_blimp_local(tmp_path, paradigms=["b_paradigm"], max_pairs_per_paradigm=5)
+    sub = pair_sources.load_blimp_local(tmp_path, paradigms=["b_paradigm"], max_pairs_per_paradigm=5)
     assert len(sub) == 5 and set(sub["paradigm"]) == {"b_paradigm"}
     assert sub["pair_id"].is_monotonic_increasing
-    again = ev.load_blimp_local(tmp_path, max_pairs_per_paradigm=5)
+    again = pair_sources.load_blimp_local(tmp_path, max_pairs_per_paradigm=5)
     pd.testing.assert_frame_equal(again[again["paradigm"] == "b_paradigm"].reset_index(drop=True),
                                   sub.reset_index(drop=True))
-    other_seed = ev.load_blimp_local(tmp_path, paradigms=["b_paradigm"],
+    other_seed = pair_sources.load_blimp_local(tmp_path, paradigms=["b_paradigm"],
                                      max_pairs_per_paradigm=5, seed=1)
     assert other_seed["pair_id"].tolist() != sub["pair_id"].tolist()
     with pytest.raises(ValueError, match="unknown BLiMP paradigm"):
-        ev.load_blimp_local(tmp_path, paradigms=["nope"])
+        pair_sources.load_blimp_local(tmp_path, paradigms=["nope"])
 
 
 def test_load_blimp_local_malformed_json(tmp_path):
     path = tmp_path / "blimp" / "broken.jsonl.gz"
     write_jsonl_gz(path, [json.dumps(blimp_record("broken", 0)), '{"sentence_good": "x",'])
     with pytest.raises(ValueError, match=r"broken\.jsonl\.gz, line 2: malformed JSON"):
-        ev.load_blimp_local(tmp_path)
+        pair_sources.load_blimp_local(tmp_path)
 
 
 def test_load_blimp_hub_with_mocked_datasets(monkeypatch):
@@ -361,11 +373,11 @@ def test_load_blimp_hub_with_mocked_datasets(monkeypatch):
     fake = types.SimpleNamespace(load_dataset=load_dataset,
                                  get_dataset_config_names=lambda name: ["q_par", "p_par"])
     monkeypatch.setitem(sys.modules, "datasets", fake)
-    df = ev.load_blimp_hub(max_pairs_per_paradigm=4)
+    df = pair_sources.load_blimp_hub(max_pairs_per_paradigm=4)
     assert calls == [("nyu-mll/blimp", "p_par", "train"), ("nyu-mll/blimp", "q_par", "train")]
-    assert list(df.columns) == ev.PAIR_COLUMNS
+    assert list(df.columns) == pair_sources.PAIR_COLUMNS
     assert df.groupby("paradigm").size().to_dict() == {"p_par": 4, "q_par": 4}
-    assert len(ev.load_blimp_hub(["q_par"])) == 10
+    assert len(pair_sources.load_blimp_hub(["q_par"])) == 10
 
 
 def shared_data_dir() -> Path:
@@ -377,7 +389,7 @@ def test_load_blimp_real_data():
     data_dir = shared_data_dir()
     if not (data_dir / "blimp").is_dir():
         pytest.skip(f"real BLiMP data not found at {data_dir / 'blimp'} (set HYPERLLAMA_DATA)")
-    df = ev.load_blimp_local(data_dir)
+    df = pair_sources.load_blimp_local(data_dir)
     counts = df.groupby("paradigm").size()
     assert len(counts) == 67
     assert (counts == 1000).all()

@@ -21,7 +21,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig,  # n
                           LlamaForCausalLM, PreTrainedTokenizerFast)
 
 from conftest import shared_data  # noqa: E402
-from hyperllama_lib import evaluation as ev  # noqa: E402
+from hyperllama_lib import evaluation as ev, pair_sources  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -91,7 +91,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def model_dir(blimp_dir, tmp_path_factory) -> Path:
     """Tokenizer (BPE on BLiMP sentences) and model saved with save_pretrained."""
-    sample = ev.load_blimp_local(blimp_dir, max_pairs_per_paradigm=200, seed=1)
+    sample = pair_sources.load_blimp_local(blimp_dir, max_pairs_per_paradigm=200, seed=1)
     tokenizer = _train_tokenizer(list(sample["good"]) + list(sample["bad"]))
     model = _train_model(tokenizer, list(sample["good"]))
     folder = tmp_path_factory.mktemp("lm_eval_model")
@@ -101,7 +101,7 @@ def model_dir(blimp_dir, tmp_path_factory) -> Path:
 
 
 def test_acc_agrees_with_lm_eval(blimp_dir, model_dir, tmp_path):
-    pairs = ev.load_blimp_local(blimp_dir, max_pairs_per_paradigm=PAIRS_PER_PARADIGM, seed=0)
+    pairs = pair_sources.load_blimp_local(blimp_dir, max_pairs_per_paradigm=PAIRS_PER_PARADIGM, seed=0)
     assert len(pairs) >= 300
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     ours, summary = ev.score_pairs(model, AutoTokenizer.from_pretrained(model_dir), pairs,

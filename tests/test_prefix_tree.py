@@ -3,69 +3,98 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
-import torch
 
 from hyperllama_lib import prefix_tree
 
 
-def ancestors(row: prefix_tree.Row, node: int) -> set[int]:
+def parents_of(batch: prefix_tree.TreeBatch) -> np.ndarray:
+    return np.where(batch.head_of >= 0, batch.heads[np.maximum(batch.head_of, 0)], -1)
+
+
+def ancestors(parents: np.ndarray, node: int) -> set[int]:
     out = {node}
-    while row.parents[node] >= 0:
-        node = row.parents[node]
+    while parents[node] >= 0:
+        node = int(parents[node])
         out.add(node)
     return out
 
 
-def check_packing(sequences, packing, max_row_tokens):
-    for i, seq in enumerate(sequences):
-        row = packing.rows[packing.row_of[i]]
-        path = packing.paths[i]
-        assert [row.tokens[n] for n in path] == list(seq)       # the path spells the sequence
-        assert [row.depths[n] for n in path] == list(range(len(seq)))
-        assert all(row.parents[b] == a for a, b in zip(path, path[1:]))
-        assert i in row.members
-    for row in packing.rows:
-        assert len(row) <= max_row_tokens or len(row.members) == 1
-        for node in range(len(row)):  # preorder: a subtree is [node, end)
-            subtree = {m for m in range(len(row)) if node in ancestors(row, m)}
-            assert subtree == set(range(node, row.ends[node]))
+def check(sequences, batches, chunk, max_sequences=None, max_nodes=None):
+    seen = []
+    for batch in batches:
+        parents = parents_of(batch)
+        nodes = len(batch.tokens)
+        assert max_sequences is None or len(batch.members) <= max_sequences
+        assert max_nodes is None or nodes <= max_nodes or len(batch.members) == 1
+        for k, i in enumerate(batch.members):
+            path = [int(n) for n in batch.paths[k] if n >= 0]
+            assert (batch.paths[k][len(path):] == -1).all()
+            assert [int(batch.tokens[n]) for n in path] == list(sequences[i])  # spells it
+            assert [int(batch.depths[n]) for n in path] == list(range(len(sequences[i])))
+            assert all(parents[b] == a for a, b in zip(path, path[1:]))
+            assert not path or parents[path[0]] == -1
+        assert (parents < np.arange(nodes)).all()  # preorder: a parent comes first
+        assert sorted(set(parents[parents >= 0])) == list(batch.heads)
+        # attention: each query sees exactly its ancestors-or-self among its chunk's keys
+        assert batch.chunk == chunk and batch.mask.shape[:2] == (len(batch.keys), chunk)
+        for c in range(len(batch.keys)):
+            for q in range(chunk):
+                node = c * chunk + q
+                visible = batch.keys[c][batch.mask[c, q]]
+                if node < nodes:
+                    assert sorted(visible.tolist()) == sorted(ancestors(parents, node))
+                else:
+                    assert len(visible) == 1  # padding sees one key, never none
+        seen += list(batch.members)
+    assert sorted(seen) == list(range(len(sequences)))
 
 
 def test_shared_prefixes_are_stored_once():
     sequences = [[0, 5, 6, 7], [0, 5, 6, 8], [0, 5, 9], [0, 5, 6, 7], [0, 5], [0, 4]]
-    packing = prefix_tree.pack(sequences, max_row_tokens=64)
-    check_packing(sequences, packing, 64)
-    assert len(packing.rows) == 1
-    # nodes: 0, 4 | 5, 6, 7, 8, 9  -> 7 nodes for 21 tokens
-    assert len(packing.rows[0]) == 7
-    assert packing.paths[0] == packing.paths[3]          # duplicates share one path
-    assert packing.paths[4] == packing.paths[0][:2]      # a prefix of another sequence
+    batches = prefix_tree.pack(sequences, chunk=64)
+    check(sequences, batches, 64)
+    assert len(batches) == 1
+    batch = batches[0]
+    # nodes: 0, 4 | 5, 6, 7, 8, 9  -> 7 nodes for 21 tokens; the head runs on 0, 5, 6
+    assert len(batch.tokens) == 7 and len(batch.heads) == 3
+    members = list(batch.members)
+    path = {i: batch.paths[members.index(i)] for i in range(len(sequences))}
+    assert (path[0] == path[3]).all()                       # duplicates share one path
+    assert (path[4][:2] == path[0][:2]).all() and (path[4][2:] == -1).all()  # a prefix
 
 
-def test_rows_respect_the_budget_and_long_sequences_get_their_own_row():
+@pytest.mark.parametrize("chunk", [1, 3, 8, 100])
+def test_random_sequences_small_chunks(chunk):
+    rng = random.Random(chunk)
+    sequences = [[0] + [rng.randrange(3) for _ in range(rng.randrange(0, 7))] for _ in range(40)]
+    sequences += [[1, 2], [1], [0] * 12, []]  # a second root, a deep chain, an empty one
+    check(sequences, prefix_tree.pack(sequences, chunk), chunk)
+
+
+def test_batches_respect_sequence_and_node_limits():
     rng = random.Random(0)
     sequences = [[0] + [rng.randrange(4) for _ in range(rng.randrange(1, 9))] for _ in range(60)]
-    sequences.append([0] + [1] * 30)
-    packing = prefix_tree.pack(sequences, max_row_tokens=16)
-    check_packing(sequences, packing, 16)
-    assert len(packing.rows) > 1
-    assert len(packing.rows[packing.row_of[len(sequences) - 1]]) >= 31
+    sequences.append([0] + [9] * 30)  # longer than max_nodes: a batch of its own
+    by_count = prefix_tree.pack(sequences, 4, max_sequences=7)
+    check(sequences, by_count, 4, max_sequences=7)
+    assert all(len(b.members) == 7 for b in by_count[:-1])
+    by_nodes = prefix_tree.pack(sequences, 4, max_nodes=16)
+    check(sequences, by_nodes, 4, max_nodes=16)
+    assert len(by_nodes) > 1
+    assert any(len(b.members) == 1 and len(b.tokens) == 31 for b in by_nodes)
 
 
-def test_attention_mask_is_ancestor_or_self():
-    rng = random.Random(1)
-    sequences = [[0] + [rng.randrange(3) for _ in range(rng.randrange(0, 6))] for _ in range(25)]
-    packing = prefix_tree.pack(sequences, max_row_tokens=20)
-    width = max(len(r) for r in packing.rows) + 3  # with padding
-    mask = prefix_tree.attention_mask(packing.rows, width)
-    assert mask.shape == (len(packing.rows), 1, width, width)
-    for r, row in enumerate(packing.rows):
-        for i in range(width):
-            allowed = ancestors(row, i) if i < len(row) else {i}  # padding: itself only
-            assert set(torch.nonzero(mask[r, 0, i]).flatten().tolist()) == allowed
+def test_large_inputs_are_built_in_pieces(monkeypatch):
+    monkeypatch.setattr(prefix_tree, "CHUNK_SEQUENCES", 10)
+    rng = random.Random(2)
+    sequences = [[0] + [rng.randrange(3) for _ in range(rng.randrange(1, 6))] for _ in range(50)]
+    batches = prefix_tree.pack(sequences, 5, max_sequences=4)
+    check(sequences, batches, 5, max_sequences=4)
 
 
-def test_bad_budget():
-    with pytest.raises(ValueError, match="max_row_tokens"):
+def test_empty_input_and_bad_chunk():
+    assert prefix_tree.pack([], 4) == []
+    with pytest.raises(ValueError, match="chunk"):
         prefix_tree.pack([[0, 1]], 0)

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from conftest import run_cli
-from hyperllama_lib import cli, evaluation as ev, modeling
+from hyperllama_lib import cli, evaluation as ev, modeling, pair_sources
 
 MULTIBLIMP_HEADER = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "grammatical_feature",
                      "ungrammatical_feature", "child", "distance", "prefix", "metadata"]
@@ -64,16 +64,16 @@ def test_blimp_single_files_plain_and_gz_keep_extra_columns(tmp_path):
     records = [blimp_record("p_b", i) for i in range(3)] + [blimp_record("p_a", i) for i in range(2)]
     for path in (write_text(tmp_path / "all.jsonl", jsonl(records)),
                  write_text(tmp_path / "all.jsonl.gz", jsonl(records), gz=True)):
-        df = ev.load_blimp_local(path)
-        assert list(df.columns) == ev.PAIR_COLUMNS + ["simple_LM_method"]
+        df = pair_sources.load_blimp_local(path)
+        assert list(df.columns) == pair_sources.PAIR_COLUMNS + ["simple_LM_method"]
         assert df["paradigm"].tolist() == ["p_b"] * 3 + ["p_a"] * 2  # file order
         assert df["pair_id"].tolist() == [0, 1, 2, 0, 1]
         assert df["good"].iloc[0] == "The cat sat. 0"
-    only_a = ev.load_blimp_local(tmp_path / "all.jsonl", paradigms=["p_a"])
+    only_a = pair_sources.load_blimp_local(tmp_path / "all.jsonl", paradigms=["p_a"])
     assert set(only_a["paradigm"]) == {"p_a"} and len(only_a) == 2
-    assert len(ev.load_blimp_local(tmp_path / "all.jsonl", max_pairs_per_paradigm=1)) == 2
+    assert len(pair_sources.load_blimp_local(tmp_path / "all.jsonl", max_pairs_per_paradigm=1)) == 2
     with pytest.raises(ValueError, match="unknown BLiMP paradigm"):
-        ev.load_blimp_local(tmp_path / "all.jsonl", paradigms=["p_c"])
+        pair_sources.load_blimp_local(tmp_path / "all.jsonl", paradigms=["p_c"])
 
 
 def test_blimp_folder_mixes_plain_and_gz_and_hub_field_names(tmp_path):
@@ -81,12 +81,12 @@ def test_blimp_folder_mixes_plain_and_gz_and_hub_field_names(tmp_path):
     # Hub-style record: pair_id (int) instead of pairID, no UID: the file name is the paradigm
     hub_style = [{"sentence_good": "A b.", "sentence_bad": "B a.", "field": "syntax", "pair_id": 7}]
     write_text(tmp_path / "blimp" / "alpha.jsonl.gz", jsonl(hub_style), gz=True)
-    df = ev.load_blimp_local(tmp_path)
+    df = pair_sources.load_blimp_local(tmp_path)
     assert df["paradigm"].tolist() == ["alpha", "zeta", "zeta"]
     assert df["pair_id"].tolist() == [7, 0, 1]
     assert df["linguistics_term"].isna().tolist() == [True, False, False]
     with pytest.raises(FileNotFoundError):
-        ev.load_blimp_local(tmp_path / "missing")
+        pair_sources.load_blimp_local(tmp_path / "missing")
 
 
 @pytest.mark.parametrize("lines, line, message", [
@@ -98,16 +98,16 @@ def test_blimp_folder_mixes_plain_and_gz_and_hub_field_names(tmp_path):
 ])
 def test_blimp_malformed_lines_name_file_and_line(tmp_path, lines, line, message):
     path = write_text(tmp_path / "bad.jsonl", "\n".join(lines) + "\n")
-    with pytest.raises(ev.PairsFormatError, match=rf"bad\.jsonl, line {line}: .*{message}"):
-        ev.load_blimp_local(path)
+    with pytest.raises(pair_sources.PairsFormatError, match=rf"bad\.jsonl, line {line}: .*{message}"):
+        pair_sources.load_blimp_local(path)
 
 
 def test_truncated_blimp_gz_is_a_format_error(tmp_path):
     text = jsonl([blimp_record("p", i) for i in range(200)])
     path = truncated_gz(tmp_path / "cut.jsonl.gz", text)
-    with pytest.raises(ev.PairsFormatError, match=r"cut\.jsonl\.gz, line \d+: unreadable \(EOFError"):
-        ev.load_blimp_local(path)
-    assert issubclass(ev.PairsFormatError, ValueError)
+    with pytest.raises(pair_sources.PairsFormatError, match=r"cut\.jsonl\.gz, line \d+: unreadable \(EOFError"):
+        pair_sources.load_blimp_local(path)
+    assert issubclass(pair_sources.PairsFormatError, ValueError)
 
 
 def fake_datasets(tables: dict[str, list[dict]], calls: list) -> types.SimpleNamespace:
@@ -122,16 +122,16 @@ def test_blimp_single_error_hub_single_config_with_uid(monkeypatch):
     calls = []
     records = [blimp_record("island", i) for i in range(4)] + [blimp_record("agreement", i) for i in range(4)]
     monkeypatch.setitem(sys.modules, "datasets", fake_datasets({"default": records}, calls))
-    df = ev.load_blimp_single_error_hub(max_pairs_per_paradigm=3)
-    assert calls == [(ev.BLIMP_SINGLE_ERROR_HUB_ID, "default", "train")]
+    df = pair_sources.load_blimp_single_error_hub(max_pairs_per_paradigm=3)
+    assert calls == [(pair_sources.BLIMP_SINGLE_ERROR_HUB_ID, "default", "train")]
     assert df.groupby("paradigm").size().to_dict() == {"agreement": 3, "island": 3}
-    assert set(ev.load_blimp_single_error_hub(paradigms=["island"])["paradigm"]) == {"island"}
+    assert set(pair_sources.load_blimp_single_error_hub(paradigms=["island"])["paradigm"]) == {"island"}
     with pytest.raises(ValueError, match="unknown BLiMP paradigm"):
-        ev.load_blimp_single_error_hub(paradigms=["nope"])
+        pair_sources.load_blimp_single_error_hub(paradigms=["nope"])
     bad = {"default": [{"sentence_good": "x", "UID": "p"}]}
     monkeypatch.setitem(sys.modules, "datasets", fake_datasets(bad, []))
-    with pytest.raises(ev.PairsFormatError, match=r"blimp-single-error \(default\), row 0"):
-        ev.load_blimp_single_error_hub()
+    with pytest.raises(pair_sources.PairsFormatError, match=r"blimp-single-error \(default\), row 0"):
+        pair_sources.load_blimp_single_error_hub()
 
 
 # ---------------------------------------------------------------- MultiBLiMP tsv
@@ -141,8 +141,8 @@ def test_multiblimp_tsv_plain_and_gz(tmp_path):
     rows[1][0] = '"Hon sa\t""ja"" ."'  # pandas-style quoting: a tab and quotes inside a field
     text = tsv(MULTIBLIMP_HEADER, rows)
     for path in (write_text(tmp_path / "data.tsv", text), write_text(tmp_path / "swe.tsv.gz", text, gz=True)):
-        df = ev.load_multiblimp_local(path)
-        assert list(df.columns[:6]) == ev.PAIR_COLUMNS
+        df = pair_sources.load_multiblimp_local(path)
+        assert list(df.columns[:6]) == pair_sources.PAIR_COLUMNS
         assert df["good"].tolist() == ["Hunden skäller 0 .", 'Hon sa\t"ja" .', "Hunden skäller 2 ."]
         assert df["bad"].iloc[0] == "Hunden skälla 0 ."
         assert df["paradigm"].tolist() == df["phenomenon"].tolist() == ["SV-#", "SP-G", "SV-P"]
@@ -157,8 +157,8 @@ def test_multiblimp_tsv_plain_and_gz(tmp_path):
 def test_multiblimp_lang_from_folder_when_the_file_has_no_lang_column(tmp_path):
     header = ["sen", "wrong_sen", "phenomenon"]
     path = write_text(tmp_path / "fao" / "data.tsv", tsv(header, [["Eg eri .", "Eg er .", "SV-P"]]))
-    assert ev.load_multiblimp_local(path)["lang"].tolist() == ["fao"]
-    assert ev.load_multiblimp_local(path, lang="isl")["lang"].tolist() == ["isl"]
+    assert pair_sources.load_multiblimp_local(path)["lang"].tolist() == ["fao"]
+    assert pair_sources.load_multiblimp_local(path, lang="isl")["lang"].tolist() == ["isl"]
 
 
 @pytest.mark.parametrize("make, message", [
@@ -176,8 +176,8 @@ def test_multiblimp_lang_from_folder_when_the_file_has_no_lang_column(tmp_path):
 ])
 def test_multiblimp_malformed_files_name_file_and_line(tmp_path, make, message):
     path = make(tmp_path)
-    with pytest.raises(ev.PairsFormatError, match=message):
-        ev.load_multiblimp_local(path)
+    with pytest.raises(pair_sources.PairsFormatError, match=message):
+        pair_sources.load_multiblimp_local(path)
 
 
 def test_multiblimp_hub_downloads_iso_data_tsv(monkeypatch, tmp_path):
@@ -190,11 +190,11 @@ def test_multiblimp_hub_downloads_iso_data_tsv(monkeypatch, tmp_path):
         return str(write_text(tmp_path / "snapshot" / filename, tsv(MULTIBLIMP_HEADER, rows)))
 
     monkeypatch.setattr("huggingface_hub.hf_hub_download", hf_hub_download)
-    df = ev.load_multiblimp_hub(["fao", "isl"], max_pairs_per_paradigm=2)
+    df = pair_sources.load_multiblimp_hub(["fao", "isl"], max_pairs_per_paradigm=2)
     assert calls == [("jumelet/multiblimp", "fao/data.tsv", "dataset"),
                      ("jumelet/multiblimp", "isl/data.tsv", "dataset")]
     assert df.groupby("lang").size().to_dict() == {"fao": 2, "isl": 2}
-    assert len(ev.load_multiblimp_hub("eng")) == 3
+    assert len(pair_sources.load_multiblimp_hub("eng")) == 3
 
 
 # ---------------------------------------------------------------- mParaRel (assumed layout)
@@ -208,26 +208,26 @@ def test_mpararel_hub_picks_assumed_columns_or_explicit_ones(monkeypatch):
     }
     calls = []
     monkeypatch.setitem(sys.modules, "datasets", fake_datasets(tables, calls))
-    df = ev.load_mpararel_hub()
-    assert [c[:2] for c in calls] == [(ev.MPARAREL_HUB_ID, "en"), (ev.MPARAREL_HUB_ID, "sv")]
+    df = pair_sources.load_mpararel_hub()
+    assert [c[:2] for c in calls] == [(pair_sources.MPARAREL_HUB_ID, "en"), (pair_sources.MPARAREL_HUB_ID, "sv")]
     assert df["lang"].tolist() == ["en", "sv"] and df["paradigm"].tolist() == ["P36", "P36"]
     assert df["good"].iloc[0].startswith("Paris") and df["bad"].iloc[0].startswith("Rome")
     assert "subject" in df.columns
-    flipped = ev.load_mpararel_hub(configs=["en"], good_column="incorrect", bad_column="correct")
+    flipped = pair_sources.load_mpararel_hub(configs=["en"], good_column="incorrect", bad_column="correct")
     assert flipped["good"].iloc[0].startswith("Rome")
-    with pytest.raises(ev.PairsFormatError, match=r"no column 'truth'.*columns: correct, incorrect"):
-        ev.load_mpararel_hub(configs=["en"], good_column="truth")
+    with pytest.raises(pair_sources.PairsFormatError, match=r"no column 'truth'.*columns: correct, incorrect"):
+        pair_sources.load_mpararel_hub(configs=["en"], good_column="truth")
     monkeypatch.setitem(sys.modules, "datasets", fake_datasets({"default": [{"a": "x", "b": "y"}]}, []))
-    with pytest.raises(ev.PairsFormatError, match=r"no good sentence column \(tried sentence_good"):
-        ev.load_mpararel_hub()
+    with pytest.raises(pair_sources.PairsFormatError, match=r"no good sentence column \(tried sentence_good"):
+        pair_sources.load_mpararel_hub()
 
 
 def test_detect_pairs_format(tmp_path):
-    assert ev.detect_pairs_format("a/b.jsonl.gz") == ev.detect_pairs_format("b.jsonl") == "blimp"
-    assert ev.detect_pairs_format("fao/data.tsv") == ev.detect_pairs_format("x.tsv.gz") == "multiblimp"
-    assert ev.detect_pairs_format(tmp_path) == "blimp"
-    with pytest.raises(ev.PairsFormatError, match="cannot tell the format"):
-        ev.detect_pairs_format("pairs.csv")
+    assert pair_sources.detect_pairs_format("a/b.jsonl.gz") == pair_sources.detect_pairs_format("b.jsonl") == "blimp"
+    assert pair_sources.detect_pairs_format("fao/data.tsv") == pair_sources.detect_pairs_format("x.tsv.gz") == "multiblimp"
+    assert pair_sources.detect_pairs_format(tmp_path) == "blimp"
+    with pytest.raises(pair_sources.PairsFormatError, match="cannot tell the format"):
+        pair_sources.detect_pairs_format("pairs.csv")
 
 
 # ---------------------------------------------------------------- hyperllama score-pairs
@@ -283,7 +283,7 @@ def test_score_pairs_command_on_blimp_jsonl(model_dir, tmp_path):
     # The same numbers in-process, with another batch size.
     model = modeling.load_model(model_dir)
     tok = PreTrainedTokenizerFast.from_pretrained(str(model_dir))
-    scored, summary = ev.score_pairs(model, tok, ev.load_blimp_local(pairs_file), batch_size=1,
+    scored, summary = ev.score_pairs(model, tok, pair_sources.load_blimp_local(pairs_file), batch_size=1,
                                      progress=False)
     for key in ev.VARIANTS:
         assert result[key] == pytest.approx(summary[key])

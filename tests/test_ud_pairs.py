@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from hyperllama_lib import cli, corpus, evaluation, ud_pairs
+from hyperllama_lib import cli, corpus, pair_sources, ud_pairs
 
 UNIMORPH = """\
 sing\tsings\tV;IND;PRS;3;SG
@@ -223,7 +223,7 @@ def test_data_tsv_round_trip_through_the_loaders(tmp_path, unimorph):
     words = dog() + [['"', '"', "PUNCT", "", 3, "punct", ""]]
     built = build(tmp_path, unimorph, conllu(words))
     out = ud_pairs.write_data_tsv(built.pairs, tmp_path / "xx" / "data.tsv")
-    loaded = evaluation.load_multiblimp_local(out)
+    loaded = pair_sources.load_multiblimp_local(out)
     assert list(loaded.good) == list(built.pairs.sen) and list(loaded.bad) == list(built.pairs.wrong_sen)
     assert loaded.good.iloc[0] == 'The dog sings . "'
     assert set(loaded.paradigm) == {"SV-#", "SV-P"} and set(loaded.field) == {"number", "person"}
@@ -259,7 +259,7 @@ def test_build_pairs_command(tmp_path, unimorph, capsys):
                      "--max-share", "1", str(tmp_path / "x.conllu")])
     printed = capsys.readouterr().out
     assert code == 0 and "2 pairs from 1 sentences" in printed and "SV-#: 1" in printed and "SP-G: 0" in printed
-    assert len(evaluation.load_multiblimp_local(out)) == 2
+    assert len(pair_sources.load_multiblimp_local(out)) == 2
     assert cli.main(["build-pairs", "--lang", "xx", "--out", str(out), str(tmp_path / "missing.conllu")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "missing.conllu" in err
@@ -323,8 +323,8 @@ def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, u
     def hub(lang, **kw):
         if lang != "fao":
             raise OSError("offline")
-        return evaluation.load_multiblimp_local(released / "est" / "data.tsv", lang="fao", **kw)
-    monkeypatch.setattr(evaluation, "load_multiblimp_hub", hub)
+        return pair_sources.load_multiblimp_local(released / "est" / "data.tsv", lang="fao", **kw)
+    monkeypatch.setattr(pair_sources, "load_multiblimp_hub", hub)
     p = load_params("smoke", {"run_dir": str(tmp_path / "run"), "data_source": "hub"}, need_data=False)
     sources = {lang: source for lang, (_, source) in eval_grid.multiblimp_pairs(p, log=lambda m: None).items()}
     assert sources == {"est": "built", "fao": "released"}

@@ -99,7 +99,7 @@ ungrammatical sentence):"""),
 ("code", """import pandas as pd
 pd.set_option("display.max_colwidth", 120)
 for lang in counts.lang:
-    pairs = hl.evaluation.load_multiblimp_local(hl.data.paths(P).multiblimp(lang), lang=lang)
+    pairs = hl.pair_sources.load_multiblimp_local(hl.data.paths(P).multiblimp(lang), lang=lang)
     display(Markdown(f"**{lang}**: {len(pairs)} pairs"))
     display(pairs.sample(n=min(20, len(pairs)), random_state=P.seed)[
         ["paradigm", "grammatical_feature", "ungrammatical_feature", "child", "verb", "wrong_verb", "good"]])"""),
