@@ -19,11 +19,13 @@ many children (and sequences) it has.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-CHUNK_SEQUENCES = 16384  # sequences whose node bookkeeping is built at once (bounds memory)
+# Batches are built lazily, a piece of about this many sequences at a time: it bounds the memory of
+# the node bookkeeping, and lets a consumer score one piece while the next is built.
+PIECE_SEQUENCES = 1024
 
 
 @dataclass
@@ -43,7 +45,7 @@ def _sorted_matrix(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.n
     """Sort order, the sorted sequences right-padded with -1, and their lengths."""
     order = sorted(range(len(sequences)), key=lambda i: list(sequences[i]))
     lengths = np.fromiter((len(sequences[i]) for i in order), dtype=np.int64, count=len(order))
-    matrix = np.full((len(order), max(int(lengths.max()), 1)), -1, dtype=np.int64)
+    matrix = np.full((len(order), max(int(lengths.max(initial=0)), 1)), -1, dtype=np.int64)
     for r, i in enumerate(order):
         matrix[r, : lengths[r]] = sequences[i]
     return np.asarray(order, dtype=np.int64), matrix, lengths
@@ -75,31 +77,41 @@ def _batch_starts(lengths: np.ndarray, lcp: np.ndarray, max_sequences: int | Non
     return starts
 
 
+class Packing:
+    """The batches of `pack`, built lazily piece by piece; `len` is known up front."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]], chunk: int, max_sequences: int | None,
+                 max_nodes: int | None) -> None:
+        self.chunk = chunk
+        self.order, self.matrix, self.lengths = _sorted_matrix(sequences)
+        self.lcp = _common_prefixes(self.matrix, self.lengths)
+        self.starts = _batch_starts(self.lengths, self.lcp, max_sequences, max_nodes)
+        self.lcp[self.starts] = 0
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __iter__(self) -> Iterator[TreeBatch]:
+        bounds = self.starts + [len(self.lengths)]
+        first = 0
+        while first < len(self.starts):
+            last = first + 1
+            while last < len(self.starts) and bounds[last + 1] - bounds[first] <= PIECE_SEQUENCES:
+                last += 1
+            s0, s1 = bounds[first], bounds[last]
+            yield from _build(self.order[s0:s1], self.matrix[s0:s1], self.lengths[s0:s1],
+                              self.lcp[s0:s1], [b - s0 for b in bounds[first:last + 1]], self.chunk)
+            first = last
+
+
 def pack(sequences: Sequence[Sequence[int]], chunk: int, max_sequences: int | None = None,
-         max_nodes: int | None = None) -> list[TreeBatch]:
+         max_nodes: int | None = None) -> Packing:
     """Prefix trees of the sequences in sorted order, cut into batches (`_batch_starts`), with
     attention chunks of `chunk` nodes. Every sequence is the member of exactly one batch;
     duplicates share one path, and an empty sequence has an empty path."""
     if chunk < 1:
         raise ValueError(f"chunk must be positive, got {chunk}")
-    if not sequences:
-        return []
-    order, matrix, lengths = _sorted_matrix(sequences)
-    lcp = _common_prefixes(matrix, lengths)
-    starts = _batch_starts(lengths, lcp, max_sequences, max_nodes)
-    lcp[starts] = 0
-    bounds = starts + [len(lengths)]
-    batches: list[TreeBatch] = []
-    first = 0
-    while first < len(starts):
-        last = first + 1
-        while last < len(starts) and bounds[last + 1] - bounds[first] <= CHUNK_SEQUENCES:
-            last += 1
-        s0, s1 = bounds[first], bounds[last]
-        batches += _build(order[s0:s1], matrix[s0:s1], lengths[s0:s1], lcp[s0:s1],
-                          [b - s0 for b in bounds[first:last + 1]], chunk)
-        first = last
-    return batches
+    return Packing(sequences, chunk, max_sequences, max_nodes)
 
 
 def _build(order: np.ndarray, matrix: np.ndarray, lengths: np.ndarray, lcp: np.ndarray,
@@ -148,24 +160,23 @@ def _chunks(depths: np.ndarray, node_paths: np.ndarray, chunk: int) -> tuple[np.
     n_chunks = max(1, -(-nodes // chunk))
     first = np.arange(n_chunks) * chunk
     context = depths[first] if nodes else np.zeros(1, dtype=np.int64)
-    width = int(context.max()) + chunk
-    keys = np.zeros((n_chunks, width), dtype=np.int64)
-    mask = np.zeros((n_chunks, chunk, width), dtype=bool)
+    longest_context = int(context.max())
+    keys = np.zeros((n_chunks, longest_context + chunk), dtype=np.int64)
+    mask = np.zeros((n_chunks, chunk, longest_context + chunk), dtype=bool)
     mask[:, :, 0] = True  # padding queries (past the last node) see one key, not none
-    for c in range(n_chunks):
-        s, e = first[c], min(first[c] + chunk, nodes)
-        keys[c, : context[c]] = node_paths[s, : context[c]] if nodes else 0
-        keys[c, context[c]: context[c] + e - s] = np.arange(s, e)
-    if nodes:
-        node = np.arange(nodes)
-        c_of = node // chunk
-        mask[c_of, node % chunk, 0] = False
-        ancestors = node_paths
-        is_ancestor = np.arange(ancestors.shape[1]) <= depths[:, None]
-        q_node = np.broadcast_to(node[:, None], ancestors.shape)[is_ancestor]
-        a = ancestors[is_ancestor]
-        c = q_node // chunk
-        in_chunk = a >= first[c]
-        slot = np.where(in_chunk, context[c] + a - first[c], depths[a])
-        mask[c, q_node % chunk, slot] = True
+    if not nodes:
+        return keys, mask
+    is_context = np.arange(longest_context) < context[:, None]
+    keys[:, :longest_context] = np.where(is_context, node_paths[first, :longest_context], 0)
+    own = first[:, None] + np.arange(chunk)
+    real = own < nodes
+    keys[np.nonzero(real)[0], (context[:, None] + np.arange(chunk))[real]] = own[real]
+    node = np.arange(nodes)
+    mask[node // chunk, node % chunk, 0] = False
+    is_ancestor = np.arange(node_paths.shape[1]) <= depths[:, None]
+    query = np.broadcast_to(node[:, None], node_paths.shape)[is_ancestor]
+    ancestor = node_paths[is_ancestor]
+    c = query // chunk
+    slot = np.where(ancestor >= first[c], context[c] + ancestor - first[c], depths[ancestor])
+    mask[c, query % chunk, slot] = True
     return keys, mask

@@ -21,7 +21,9 @@ def ancestors(parents: np.ndarray, node: int) -> set[int]:
     return out
 
 
-def check(sequences, batches, chunk, max_sequences=None, max_nodes=None):
+def check(sequences, packing, chunk, max_sequences=None, max_nodes=None):
+    batches = list(packing)
+    assert len(batches) == len(packing)
     seen = []
     for batch in batches:
         parents = parents_of(batch)
@@ -49,12 +51,12 @@ def check(sequences, batches, chunk, max_sequences=None, max_nodes=None):
                     assert len(visible) == 1  # padding sees one key, never none
         seen += list(batch.members)
     assert sorted(seen) == list(range(len(sequences)))
+    return batches
 
 
 def test_shared_prefixes_are_stored_once():
     sequences = [[0, 5, 6, 7], [0, 5, 6, 8], [0, 5, 9], [0, 5, 6, 7], [0, 5], [0, 4]]
-    batches = prefix_tree.pack(sequences, chunk=64)
-    check(sequences, batches, 64)
+    batches = check(sequences, prefix_tree.pack(sequences, chunk=64), 64)
     assert len(batches) == 1
     batch = batches[0]
     # nodes: 0, 4 | 5, 6, 7, 8, 9  -> 7 nodes for 21 tokens; the head runs on 0, 5, 6
@@ -77,24 +79,21 @@ def test_batches_respect_sequence_and_node_limits():
     rng = random.Random(0)
     sequences = [[0] + [rng.randrange(4) for _ in range(rng.randrange(1, 9))] for _ in range(60)]
     sequences.append([0] + [9] * 30)  # longer than max_nodes: a batch of its own
-    by_count = prefix_tree.pack(sequences, 4, max_sequences=7)
-    check(sequences, by_count, 4, max_sequences=7)
+    by_count = check(sequences, prefix_tree.pack(sequences, 4, max_sequences=7), 4, max_sequences=7)
     assert all(len(b.members) == 7 for b in by_count[:-1])
-    by_nodes = prefix_tree.pack(sequences, 4, max_nodes=16)
-    check(sequences, by_nodes, 4, max_nodes=16)
+    by_nodes = check(sequences, prefix_tree.pack(sequences, 4, max_nodes=16), 4, max_nodes=16)
     assert len(by_nodes) > 1
     assert any(len(b.members) == 1 and len(b.tokens) == 31 for b in by_nodes)
 
 
 def test_large_inputs_are_built_in_pieces(monkeypatch):
-    monkeypatch.setattr(prefix_tree, "CHUNK_SEQUENCES", 10)
+    monkeypatch.setattr(prefix_tree, "PIECE_SEQUENCES", 10)
     rng = random.Random(2)
     sequences = [[0] + [rng.randrange(3) for _ in range(rng.randrange(1, 6))] for _ in range(50)]
-    batches = prefix_tree.pack(sequences, 5, max_sequences=4)
-    check(sequences, batches, 5, max_sequences=4)
+    check(sequences, prefix_tree.pack(sequences, 5, max_sequences=4), 5, max_sequences=4)
 
 
 def test_empty_input_and_bad_chunk():
-    assert prefix_tree.pack([], 4) == []
+    assert len(prefix_tree.pack([], 4)) == 0 and list(prefix_tree.pack([], 4)) == []
     with pytest.raises(ValueError, match="chunk"):
         prefix_tree.pack([[0, 1]], 0)
