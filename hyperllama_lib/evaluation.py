@@ -21,6 +21,8 @@ logits (batch x length x vocab) plus one layer's activations (see `sequence_byte
   own row instead: rows sorted by length and right-padded.
 - Either way a token sees exactly its own sequence's prefix, so scores do not depend on the
   batching beyond float rounding.
+- On a CPU with several torch threads, that many batches run side by side, one thread each
+  (`_map_batches`).
 
 Precision (`dtype`): "auto" runs the model under bf16 autocast on CUDA and in fp32 elsewhere;
 "fp32" and "bf16" force one. log_softmax always runs in fp32.

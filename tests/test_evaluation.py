@@ -101,6 +101,32 @@ def test_sentence_logprobs_invariant_to_batch_size(model, tokenizer):
         np.testing.assert_allclose(other, results[0], atol=1e-5, rtol=1e-7)
 
 
+def test_cpu_threads_score_whole_batches_side_by_side(model, tokenizer, monkeypatch):
+    pools = []
+
+    class RecordingPool(ev.ThreadPoolExecutor):
+        def __init__(self, workers):
+            pools.append(workers)
+            super().__init__(workers)
+
+    monkeypatch.setattr(ev, "ThreadPoolExecutor", RecordingPool)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = ev.sentence_logprobs(model, tokenizer, SENTENCES, batch_size=2, progress=False)
+        torch.set_num_threads(3)  # three batches at once, one thread each: the very same numbers
+        side_by_side = ev.sentence_logprobs(model, tokenizer, SENTENCES, batch_size=2,
+                                            progress=False)
+        windows = ev.bits_per_byte(model, tokenizer, SENTENCES, batch_size=2, progress=False)
+        assert torch.get_num_threads() == 3  # restored after each call
+        torch.set_num_threads(1)
+        assert ev.bits_per_byte(model, tokenizer, SENTENCES, batch_size=2, progress=False) == windows
+    finally:
+        torch.set_num_threads(previous)
+    np.testing.assert_array_equal(side_by_side, alone)
+    assert pools == [3, 3]  # sentences and windows: three workers; none with one thread
+
+
 def test_prefix_sharing_equals_plain_batches(model, tokenizer):
     # shared prefixes, a sentence that is a prefix of another, and duplicates
     sentences = SENTENCES + ["The cat sat", "The cat sat on the hat.", "The cat", "The cat sat"]
