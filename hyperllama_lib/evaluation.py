@@ -203,22 +203,24 @@ def _map_batches(work: Callable[[Any], Any], batches: Sized, device: torch.devic
         with torch.inference_mode():
             return work(batch)
 
-    results = []
-    with tqdm(total=len(batches), desc=desc, disable=not progress) as bar:
-        if workers <= 1:
-            for batch in batches:
-                results.append(run(batch))
+    # Without progress, no tqdm object at all: even a disabled one takes tqdm's process-shared lock.
+    bar = tqdm(total=len(batches), desc=desc) if progress else None
+    results: list = []
+    previous = torch.get_num_threads()
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
+        if pool is not None:
+            torch.set_num_threads(1)
+        for result in pool.map(run, batches) if pool is not None else map(run, batches):
+            results.append(result)
+            if bar is not None:
                 bar.update()
-            return results
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(workers) as pool:
-                for result in pool.map(run, batches):
-                    results.append(result)
-                    bar.update()
-        finally:
-            torch.set_num_threads(previous)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        torch.set_num_threads(previous)
+        if bar is not None:
+            bar.close()
     return results
 
 

@@ -6,12 +6,15 @@ import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import tqdm.auto
+import tqdm.std
 
 from hyperllama_lib import modeling, packing, training
 from hyperllama_lib.params import load_params
@@ -48,6 +51,11 @@ def tiny_model():
 
 def _child(tmp: str, out: str, log_file: str) -> None:
     torch.set_num_threads(1)  # forked from pytest: no OpenMP pool, and the same arithmetic in every run
+    # tqdm's default lock is a semaphore shared with the parent across fork: a SIGKILL while the
+    # child holds it would leave pytest waiting forever. A lock of the child's own cannot.
+    lock = threading.RLock()
+    for bar_class in (tqdm.std.tqdm, tqdm.auto.tqdm):  # the library's bars are tqdm.auto's
+        bar_class.set_lock(lock)
     with open(log_file, "a") as log:
         training.train(tiny_model(), toy_tokenizer(), tiny_stage(Path(tmp), Path(out)), tiny_params(Path(tmp)),
                        log=lambda m: (log.write(m + "\n"), log.flush()))
@@ -77,11 +85,16 @@ def run_child(ctx, tmp: Path, out: Path, kill_after_state_above: int | None = No
 def test_sigkill_at_random_moments_then_resume_gives_identical_bytes(tmp_path):
     ctx = multiprocessing.get_context("fork")
     ref, crashed = tmp_path / "ref", tmp_path / "crashed"
+    start = time.perf_counter()
     assert run_child(ctx, tmp_path, ref)[0] == 0
+    # Kill up to 1.5 resume-state intervals after a new state appears (at most 0.25 s), so that
+    # three kills land at random moments and still before the run's end on a fast machine.
+    max_delay = min(0.25, 1.5 * (time.perf_counter() - start) / (STEPS // EVERY))
     rng = random.Random(os.getpid())
     seen = 0
     for _ in range(3):
-        code, seen = run_child(ctx, tmp_path, crashed, kill_after_state_above=seen, delay=rng.uniform(0, 0.25))
+        code, seen = run_child(ctx, tmp_path, crashed, kill_after_state_above=seen,
+                               delay=rng.uniform(0, max_delay))
         assert code == -signal.SIGKILL, "the run ended before it could be killed"
     assert 0 < seen < STEPS
     assert run_child(ctx, tmp_path, crashed)[0] == 0
