@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import artifacts, cpt, data, evaluation, languages, merge_grid, modeling, pair_sources, training
-from . import upscale
+from . import (artifacts, cpt, data, evaluation, languages, merge_grid, modeling, pair_sources,
+               training, upscale)
 from . import tokenizer as tok_lib
 from .params import MissingInputError, Params
 

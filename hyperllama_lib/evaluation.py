@@ -27,7 +27,7 @@ logits (batch x length x vocab) plus one layer's activations (see `sequence_byte
 Precision (`dtype`): "auto" runs the model under bf16 autocast on CUDA and in fp32 elsewhere;
 "fp32" and "bf16" force one. log_softmax always runs in fp32.
 
-Pair loaders (BLiMP, MultiBLiMP, mParaRel files and Hub datasets) are in `pairs`.
+Pair loaders (BLiMP, MultiBLiMP, mParaRel files and Hub datasets) are in `pair_sources`.
 """
 from __future__ import annotations
 
