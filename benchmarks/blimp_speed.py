@@ -4,6 +4,7 @@ Run by hand (needs `pip install "lm-eval[hf]"` in the venv):
 
     .venv/bin/python benchmarks/blimp_speed.py                       # full BLiMP, tiny English base
     .venv/bin/python benchmarks/blimp_speed.py --model DIR --batch-size 64 --device cuda
+    .venv/bin/python benchmarks/blimp_speed.py --paper-shape --max-pairs-per-paradigm 20   # 180M
 
 Both score the same pairs with the same model object, batch size and device:
 - ours: `hyperllama_lib.evaluation.score_pairs` (summed log p(sentence | BOS); tie = wrong);
@@ -26,6 +27,16 @@ hits both alike; with `--repeats N` the fastest round of each is used and every 
 printed. The 1-minute load average is printed: above the number of CPUs, timings are unreliable
 (on a shared 2-core machine, `--threads 1` avoids the worst of it: two OpenMP threads competing
 with another busy process can slow a scorer several-fold).
+
+Precision: `--dtype fp32` (default) scores the fp32 model on both sides, which is what the agreement
+goal needs; `--dtype bf16` casts the model to bf16 for both (a GPU speed run). lm-eval then takes the
+log-softmax of bf16 logits and ours of float32 logits, so their decisions differ more.
+
+`--paper-shape` scores with a randomly initialised model of the paper's 180M shape and the Llama-3
+tokenizer instead (speed does not depend on the weights). The run also prints how much arithmetic
+each side does: our tree nodes (layers) and head rows per token against lm-eval's padded positions,
+and the ratio of their matrix-product FLOPs, which is the ceiling of the speed ratio wherever both
+sides are compute-bound (a large model on a CPU).
 
 Goal (issue #3): ours >= 3x lm-eval's pairs/s, >= 99.9% identical decisions, |acc diff| <= 0.001.
 """
@@ -54,6 +65,9 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL,
                     help="save_pretrained folder with its tokenizer (default: the tiny English "
                          "base_1x, runs/tiny/models/english/base_1x/final)")
+    ap.add_argument("--paper-shape", action="store_true",
+                    help="instead of --model: a randomly initialised model of the paper's 180M shape "
+                         "(modeling.PAPER_1X) with the Llama-3 tokenizer")
     ap.add_argument("--data", type=Path, default=None,
                     help="data folder holding blimp/*.jsonl.gz (default: $HYPERLLAMA_DATA or "
                          "../shared/data)")
@@ -65,6 +79,10 @@ def main() -> None:
     ap.add_argument("--max-pairs-per-paradigm", type=int, default=None,
                     help="subsample each paradigm (default: all, the full 67,000 pairs)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                    help="fp32 (default): both score the fp32 model in fp32. bf16: both score the "
+                         "model cast to bf16 (lm-eval uses the cast model as given; ours runs it "
+                         "with dtype='bf16')")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: "
                     "torch's default)")
     ap.add_argument("--repeats", type=int, default=1, help="timed rounds per scorer")
@@ -90,7 +108,7 @@ def main() -> None:
     except ImportError as err:
         sys.exit(f"lm-eval with its [hf] extra is needed: .venv/bin/pip install 'lm-eval[hf]' ({err})")
 
-    if not args.model.is_dir():
+    if not args.paper_shape and not args.model.is_dir():
         sys.exit(f"no model folder at {args.model}: run the tiny reproduction or pass --model DIR")
     data = args.data or default_data()
     if args.threads:
@@ -98,27 +116,50 @@ def main() -> None:
     peer.quiet_lm_eval()
 
     pairs = pair_sources.load_blimp_local(data, max_pairs_per_paradigm=args.max_pairs_per_paradigm)
-    model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device).eval()
-    tok_ours = AutoTokenizer.from_pretrained(args.model)
-    lm = peer.make_hflm(model, AutoTokenizer.from_pretrained(args.model), args.batch_size)
+    if args.paper_shape:
+        from hyperllama_lib import modeling, tokenizer as tok_lib
+
+        new_tokenizer = tok_lib.llama3_tokenizer
+        tok = new_tokenizer()
+        model = modeling.new_model(modeling.smollm2_config(
+            **modeling.PAPER_1X, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id), seed=0)
+        model_name = "random paper 1x shape (modeling.PAPER_1X, Llama-3 tokenizer)"
+    else:
+        def new_tokenizer():
+            return AutoTokenizer.from_pretrained(args.model)
+
+        model = AutoModelForCausalLM.from_pretrained(args.model)
+        model_name = str(args.model)
+    model = model.to(args.device).eval()
+    if args.dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    tok_ours = new_tokenizer()
+    lm = peer.make_hflm(model, new_tokenizer(), args.batch_size)
     peer_batch_size = args.batch_size
     if args.batch_size == "auto":
         # lm-eval re-runs its batch-size probe (forward passes at full context) on every call;
         # probe once here, untimed, and give it the size found, so only scoring is compared.
         peer_batch_size = int(lm._detect_batch_size())
-        lm = peer.make_hflm(model, AutoTokenizer.from_pretrained(args.model), peer_batch_size)
+        lm = peer.make_hflm(model, new_tokenizer(), peer_batch_size)
     peer.check_conditioning(lm, pairs["good"].iloc[0])
     n = len(pairs)
-    print(f"model {args.model} ({sum(p.numel() for p in model.parameters()):,} parameters), "
+    work = arithmetic(model, tok_ours, pairs, args.batch_size, peer_batch_size, args.device,
+                      not args.no_share_prefixes)
+    print(f"model {model_name} ({sum(p.numel() for p in model.parameters()):,} parameters), "
           f"{n:,} pairs, batch size {args.batch_size} (lm-eval: {peer_batch_size}), device "
-          f"{args.device}, torch threads "
+          f"{args.device}, {args.dtype}, torch threads "
           f"{torch.get_num_threads()}, torch {torch.__version__}, lm-eval "
           f"{getattr(lm_eval, '__version__', '?')}", flush=True)
+    print(f"arithmetic per token (tokens incl. BOS): ours {work['ours_layer_rows_per_token']:.3f} "
+          f"layer rows and {work['ours_head_rows_per_token']:.3f} head rows, lm-eval "
+          f"{work['lm_eval_rows_per_token']:.3f} of both; matrix-product FLOPs lm-eval / ours "
+          f"{work['flop_ratio']:.2f}x (the speed-ratio ceiling where both are compute-bound)",
+          flush=True)
 
     def run_ours(df):
         start = time.perf_counter()
         scored, summary = ev.score_pairs(model, tok_ours, df, batch_size=args.batch_size,
-                                         device=args.device, progress=False,
+                                         device=args.device, dtype=args.dtype, progress=False,
                                          share_prefixes=not args.no_share_prefixes)
         return scored, time.perf_counter() - start
 
@@ -163,16 +204,16 @@ def main() -> None:
     peer_pps = n / min(peer_ll_times)
     peer_total_pps = n / min(peer_total_times)
     out = {
-        "model": str(args.model), "n_pairs": n, "batch_size": args.batch_size,
+        "model": model_name, "n_pairs": n, "batch_size": args.batch_size,
         "share_prefixes": not args.no_share_prefixes, "lm_eval_batch_size": peer_batch_size,
-        "device": args.device, "torch_threads": torch.get_num_threads(),
+        "device": args.device, "dtype": args.dtype, "torch_threads": torch.get_num_threads(),
         "lm_eval_version": getattr(lm_eval, "__version__", None),
         "ours_seconds": ours_times, "lm_eval_loglikelihood_seconds": peer_ll_times,
         "lm_eval_simple_evaluate_seconds": peer_total_times,
         "ours_pairs_per_s": ours_pps, "lm_eval_pairs_per_s": peer_pps,
         "lm_eval_end_to_end_pairs_per_s": peer_total_pps,
         "speed_ratio": ours_pps / peer_pps, "speed_ratio_end_to_end": ours_pps / peer_total_pps,
-        "chunks": len(chunks), "load_average_1min": loads, **stats,
+        "chunks": len(chunks), "load_average_1min": loads, **work, **stats,
     }
     print()
     print(f"ours:     {ours_pps:10,.0f} pairs/s   acc {stats['acc_ours']:.4f}")
@@ -193,6 +234,45 @@ def main() -> None:
     print("goal met" if ok else "goal NOT met")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+
+
+def arithmetic(model, tokenizer, pairs, batch_size, peer_batch_size, device, share_prefixes: bool) -> dict:
+    """Rows each side runs through the layers and the output head, per token, and the ratio of
+    their matrix-product FLOPs (attention scores left out: short sentences).
+
+    Ours: every distinct sentence once, as prefix-tree nodes (layers) and parents (head), batched
+    as `score_pairs` batches them. lm-eval: every request's [BOS] + sentence minus its last token,
+    sorted longest first and right-padded to its batch's longest, through layers and head alike.
+    """
+    from hyperllama_lib import evaluation as ev, modeling, prefix_tree
+
+    sentences = list(dict.fromkeys(list(pairs["good"]) + list(pairs["bad"])))
+    encoded = ev._encode(tokenizer, sentences)
+    tokens = sum(len(ids) for ids in encoded)
+    if share_prefixes:
+        limits = ev.tree_limits(model, batch_size, device)
+        batches = list(prefix_tree.pack(encoded, ev.ATTENTION_CHUNK, **limits))
+        layer_rows = sum(len(b.tokens) for b in batches)
+        head_rows = sum(len(b.heads) for b in batches)
+    else:  # rows sorted by length and right-padded; the head only where a token is scored
+        lengths = sorted((len(ids) for ids in encoded), reverse=True)
+        size = int(batch_size) if str(batch_size).isdigit() else len(lengths)
+        layer_rows = sum(lengths[i] * len(lengths[i:i + size]) for i in range(0, len(lengths), size))
+        head_rows = tokens - len(encoded)
+    by_sentence = dict(zip(sentences, (len(ids) - 1 for ids in encoded)))
+    requests = sorted((by_sentence[s] for s in list(pairs["good"]) + list(pairs["bad"])), reverse=True)
+    peer_tokens = sum(r + 1 for r in requests)
+    peer_rows = sum(requests[i] * len(requests[i:i + peer_batch_size])
+                    for i in range(0, len(requests), peer_batch_size))
+    counts = modeling.count_parameters(model)
+    layer_flops = 2 * counts["non_embedding"]
+    head_flops = 2 * model.config.vocab_size * model.config.hidden_size
+    ours_flops = layer_rows * layer_flops + head_rows * head_flops
+    peer_flops = peer_rows * (layer_flops + head_flops)
+    return {"ours_layer_rows_per_token": layer_rows / tokens,
+            "ours_head_rows_per_token": head_rows / tokens,
+            "lm_eval_rows_per_token": peer_rows / peer_tokens,
+            "flop_ratio": peer_flops / ours_flops}
 
 
 if __name__ == "__main__":

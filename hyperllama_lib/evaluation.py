@@ -264,11 +264,7 @@ def score_sequences(model: torch.nn.Module, sequences: Sequence[Sequence[int]],
     device = torch.device(device)
     model.to(device).eval()
     scorer = fast_llama.LlamaScorer(model)
-    if _is_auto(batch_size):
-        node_bytes = sequence_bytes(model.config, attention_chunk) // attention_chunk
-        limits = {"max_nodes": max(1, memory_budget_bytes(device, memory_budget_gb) // node_bytes)}
-    else:
-        limits = {"max_sequences": int(batch_size)}
+    limits = tree_limits(model, batch_size, device, memory_budget_gb, attention_chunk)
     batches = prefix_tree.pack(sequences, attention_chunk, **limits)
     out = np.zeros(len(sequences), dtype=np.float64)
 
@@ -279,6 +275,17 @@ def score_sequences(model: torch.nn.Module, sequences: Sequence[Sequence[int]],
     for members, sums in _map_batches(work, batches, device, progress, desc):
         out[members] = sums
     return out
+
+
+def tree_limits(model: torch.nn.Module, batch_size: int | str | None, device: str | torch.device,
+                memory_budget_gb: float | None = None,
+                attention_chunk: int = ATTENTION_CHUNK) -> dict[str, int]:
+    """`prefix_tree.pack`'s batch limits: max_sequences = batch_size, or for "auto"/None as many
+    tree nodes (max_nodes) as fit the memory budget."""
+    if not _is_auto(batch_size):
+        return {"max_sequences": int(batch_size)}
+    node_bytes = sequence_bytes(model.config, attention_chunk) // attention_chunk
+    return {"max_nodes": max(1, memory_budget_bytes(device, memory_budget_gb) // node_bytes)}
 
 
 def _score_tree_batch(scorer: fast_llama.LlamaScorer, batch: prefix_tree.TreeBatch,
