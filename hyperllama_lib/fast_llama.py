@@ -147,18 +147,32 @@ class LlamaScorer:
         return -F.cross_entropy(self.logits(hidden).float(), targets, reduction="none")
 
     def tree_logprobs(self, tokens: Tensor, depths: Tensor, heads: Tensor, head_of: Tensor,
-                      chunk: int, keys: Tensor, mask: Tensor) -> Tensor:
+                      chunk: int, keys: Tensor, mask: Tensor, head_rows: int | None = None) -> Tensor:
         """log p(tokens[n] | n's parent) for every node of a packed prefix-tree batch
-        (`prefix_tree.TreeBatch`), 0 at roots; the output head runs once per parent (`heads`)."""
+        (`prefix_tree.TreeBatch`), 0 at roots; the output head runs once per parent (`heads`),
+        in slices of at most `head_rows` parents (None: all at once), which bounds the memory of
+        the vocabulary-wide logits however large the tree."""
         if not torch.is_autocast_enabled(mask.device.type):
             # additive, in the queries' dtype: made once here, not converted in every layer
             mask = torch.zeros(mask.shape, dtype=self.model.model.embed_tokens.weight.dtype,
                                device=mask.device).masked_fill_(~mask, float("-inf"))
         hidden = self.node_hidden_states(tokens, depths, chunk, keys, mask)
-        logprobs = F.log_softmax(self.logits(hidden.index_select(0, heads)).float(), dim=-1)
         child = torch.nonzero(head_of >= 0).squeeze(1)
-        out = torch.zeros(tokens.shape[0], dtype=logprobs.dtype, device=logprobs.device)
-        out[child] = logprobs[head_of[child], tokens[child]]
+        parent = head_of[child]
+        out = torch.zeros(tokens.shape[0], dtype=torch.float32, device=tokens.device)
+        rows = len(heads) if head_rows is None else max(1, head_rows)
+        runs = [(0, 0, len(child))]  # (first parent of a slice, its children child[lo:hi])
+        if rows < len(heads):
+            # children sorted by parent: each slice of parents scores one run of children
+            order = torch.argsort(parent, stable=True)
+            child, parent = child[order], parent[order]
+            starts = list(range(0, len(heads), rows))
+            cuts = torch.searchsorted(parent, torch.tensor(starts[1:], device=parent.device)).tolist()
+            runs = list(zip(starts, [0] + cuts, cuts + [len(child)]))
+        for start, lo, hi in runs:
+            logits = self.logits(hidden.index_select(0, heads[start:start + rows]))
+            logprobs = F.log_softmax(logits.float(), dim=-1)
+            out[child[lo:hi]] = logprobs[parent[lo:hi] - start, tokens[child[lo:hi]]]
         return out
 
 

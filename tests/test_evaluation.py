@@ -260,6 +260,32 @@ def test_auto_batches_follow_lengths_deterministically(model):
         ev._plan_batches(model, lengths, 0, torch.device("cpu"), None)
 
 
+def test_auto_trees_do_not_shrink_with_the_vocabulary():
+    # Tree nodes are limited by layer activations; the logits are bounded by slicing the head.
+    small, large = (LlamaConfig(vocab_size=v, hidden_size=576, intermediate_size=1536,
+                                num_attention_heads=9) for v in (2048, 128_256))
+    limits = [ev.tree_limits(types.SimpleNamespace(config=c), "auto", "cpu") for c in (small, large)]
+    assert limits[0] == limits[1] == {"max_nodes": 2**26 // 4 // ev.tree_node_bytes(small)}
+    assert limits[1]["max_nodes"] >= 256  # enough for BLiMP-sized trees to share their prefixes
+    rows = [ev.head_rows(c, "cpu") for c in (small, large)]
+    assert rows[0] == 2**26 // 2 // (ev.LOGIT_BYTES * 2048) and rows[1] == ev.MIN_HEAD_ROWS
+    assert ev.tree_limits(types.SimpleNamespace(config=large), 32, "cpu") == {"max_sequences": 32}
+
+
+def test_output_head_in_slices_gives_the_same_scores(model, tokenizer, monkeypatch):
+    sentences = SENTENCES + ["The cat sat", "The cat sat on the hat.", "The cat", ""]
+    encoded = [encode(tokenizer, s) for s in sentences]
+    whole = ev.score_sequences(model, encoded, batch_size=64, progress=False)
+    monkeypatch.setattr(ev, "MIN_HEAD_ROWS", 1)
+    for rows in (1, 3, 7):
+        budget_gb = 2 * rows * ev.LOGIT_BYTES * model.config.vocab_size / 2**30
+        assert ev.head_rows(model.config, "cpu", budget_gb) == rows
+        sliced = ev.score_sequences(model, encoded, batch_size=64, progress=False,
+                                    memory_budget_gb=budget_gb)
+        np.testing.assert_allclose(sliced, whole, atol=1e-5, rtol=1e-7)
+    assert sliced[-1] == 0.0
+
+
 def test_scores_do_not_depend_on_batch_size(model, tokenizer):
     pairs = pd.DataFrame({"good": SENTENCES, "bad": SENTENCES[::-1], "paradigm": list("aabbcc")})
     tiny_budget = 2.5 * ev.sequence_bytes(model.config, 12) / 2**30  # forces batches of 1 to 4
