@@ -18,7 +18,7 @@ output head runs in slices whose logits fit half the budget (`head_rows`), so th
 vocabulary does not shrink the trees.
 - Sentences (`sentence_logprobs`, `score_pairs`) under a Llama-family model are packed into prefix
   trees (`prefix_tree`) and run through the lean forward of `fast_llama`: a prefix shared by
-  several sentences is computed once (BLiMP: about 0.65 tree nodes per token), the layers run on
+  several sentences is computed once (BLiMP: about 0.62 tree nodes per token), the layers run on
   tree nodes without padding, and the output head runs once per node that has a child.
   `share_prefixes=False`, or a model `fast_llama` does not support, scores each sentence in its
   own row instead: rows sorted by length and right-padded.
@@ -96,16 +96,21 @@ def memory_budget_bytes(device: str | torch.device, memory_budget_gb: float | No
     return int(DEFAULT_CPU_BUDGET_GB * 2**30)
 
 
+def _layer_bytes_per_token(config: Any) -> int:
+    """fp32 bytes of one layer's activations per token (only one layer's are alive at a time under
+    inference_mode): hidden states, q/k/v/o and the MLP's three intermediate projections."""
+    hidden = config.hidden_size
+    intermediate = getattr(config, "intermediate_size", 4 * hidden)
+    return 4 * (6 * hidden + 3 * intermediate)
+
+
 def sequence_bytes(config: Any, length: int) -> int:
     """Estimated peak activation bytes of scoring one sequence of `length` tokens.
 
-    Logits dominate (LOGIT_BYTES x vocab per token). Under inference_mode only one layer's
-    activations are alive at a time: hidden states, q/k/v/o, the MLP's three intermediate
-    projections, and eager attention's length x length scores per head, all counted in fp32.
+    Logits dominate (LOGIT_BYTES x vocab per token), then one layer's activations
+    (`_layer_bytes_per_token`) and eager attention's length x length scores per head, in fp32.
     """
-    hidden = config.hidden_size
-    intermediate = getattr(config, "intermediate_size", 4 * hidden)
-    per_token = LOGIT_BYTES * config.vocab_size + 4 * (6 * hidden + 3 * intermediate)
+    per_token = LOGIT_BYTES * config.vocab_size + _layer_bytes_per_token(config)
     return length * per_token + 4 * config.num_attention_heads * length * length
 
 
@@ -287,9 +292,7 @@ def tree_node_bytes(config: Any, attention_chunk: int = ATTENTION_CHUNK) -> int:
     """Estimated peak activation bytes of one prefix-tree node in the layers (fp32): as in
     `sequence_bytes` without the logits, and attention scores over about 2 x chunk keys per head
     (its chunk and the first node's ancestors). The logits are bounded by `head_rows` instead."""
-    hidden = config.hidden_size
-    intermediate = getattr(config, "intermediate_size", 4 * hidden)
-    return 4 * (6 * hidden + 3 * intermediate) + 4 * config.num_attention_heads * 2 * attention_chunk
+    return _layer_bytes_per_token(config) + 4 * config.num_attention_heads * 2 * attention_chunk
 
 
 def head_rows(config: Any, device: str | torch.device, memory_budget_gb: float | None = None) -> int:
