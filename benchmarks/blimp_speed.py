@@ -15,7 +15,7 @@ Both score the same pairs with the same model object, batch size and device:
 
 With `--batch-size auto` each side uses its own automatic size: lm-eval's probe (run once, untimed; it
 picks its maximum, 64, on a CPU) and our memory budget (64 MiB on a CPU). Ours packs sentences into
-prefix trees (`hyperllama_lib.prefix_tree`); `--no-share-prefixes` turns that off.
+prefix trees (`hyperllama_lib.evaluation.prefix_tree`); `--no-share-prefixes` turns that off.
 
 Only scoring is timed, never model or data loading. Ours: the `score_pairs` call (tokenization,
 batching, forward passes, pair decisions). lm-eval: the time spent inside `lm.loglikelihood`
@@ -98,7 +98,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import hyperllama_lib  # noqa: F401  (registers the hyperllama model type)
-    from hyperllama_lib import evaluation as ev, pair_sources
+    from hyperllama_lib.evaluation import scoring as ev
+    from hyperllama_lib.evaluation import pair_sources
 
     try:
         import lm_eval
@@ -117,7 +118,8 @@ def main() -> None:
 
     pairs = pair_sources.load_blimp_local(data, max_pairs_per_paradigm=args.max_pairs_per_paradigm)
     if args.paper_shape:
-        from hyperllama_lib import modeling, tokenizer as tok_lib
+        from hyperllama_lib.models import modeling
+        from hyperllama_lib.corpus import tokenizer as tok_lib
 
         new_tokenizer = tok_lib.llama3_tokenizer
         tok = new_tokenizer()
@@ -244,7 +246,9 @@ def arithmetic(model, tokenizer, pairs, batch_size, peer_batch_size, device, sha
     as `score_pairs` batches them. lm-eval: every request's [BOS] + sentence minus its last token,
     sorted longest first and right-padded to its batch's longest, through layers and head alike.
     """
-    from hyperllama_lib import evaluation as ev, modeling, prefix_tree
+    from hyperllama_lib.evaluation import scoring as ev
+    from hyperllama_lib.models import modeling
+    from hyperllama_lib.evaluation import prefix_tree
 
     sentences = list(dict.fromkeys(list(pairs["good"]) + list(pairs["bad"])))
     encoded = ev._encode(tokenizer, sentences)

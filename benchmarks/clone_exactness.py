@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from hyperllama_lib import cloning, modeling
+from hyperllama_lib.models import cloning, modeling
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from hyperllama_lib import merging, modeling
+from hyperllama_lib import merging
+from hyperllama_lib.models import modeling
 
 N_MODELS = 5
 VENV_BIN = Path(sys.executable).parent

@@ -11,7 +11,8 @@ import time
 import pandas as pd
 import torch
 
-from hyperllama_lib import analysis, cpt, data, eval_grid, merge_grid, params, upscale
+from hyperllama_lib.pipeline import analysis, cpt, data, evaluate, merge, upscale
+from hyperllama_lib import params
 
 
 def main() -> None:
@@ -38,8 +39,8 @@ def main() -> None:
     print(timed("data", lambda: data.prepare(p)).to_string())
     print(timed("upscale", lambda: upscale.run(p)).to_string())
     print(timed("cpt", lambda: pd.concat([cpt.run(p, lang) for lang in ["est", "fao", "multilingual"]])).to_string())
-    timed("merge", lambda: merge_grid.run(p))
-    results = timed("eval", lambda: eval_grid.run(p))
+    timed("merge", lambda: merge.run(p))
+    results = timed("eval", lambda: evaluate.run(p))
     print(results.pivot_table(index=["setup", "kind", "trained_on"], columns=["benchmark", "lang"],
                               values="value").round(3).to_string())
     timed("analysis", lambda: analysis.run(p, log=lambda m: None))

@@ -113,7 +113,7 @@ def measured_matmul_peak(n: int = 1024, seconds: float = 0.5, trials: int = 5) -
 # -- model, data, params ---------------------------------------------------------------------------
 
 def model_config(shape: str, p):
-    from hyperllama_lib import cloning, modeling
+    from hyperllama_lib.models import cloning, modeling
 
     if shape == "tiny":
         return modeling.smollm2_config(vocab_size=p.bpe_vocab_size, hidden_size=p.hidden_size,
@@ -127,7 +127,7 @@ def model_config(shape: str, p):
 
 def build_model(config, attn: str | None, seed: int):
     """The project's random init; attn None leaves transformers' default attention."""
-    from hyperllama_lib import modeling
+    from hyperllama_lib.models import modeling
 
     config = copy.deepcopy(config)
     if attn is not None:
@@ -138,7 +138,7 @@ def build_model(config, attn: str | None, seed: int):
 def write_synthetic_tokens(path: Path, n_tokens: int, vocab_size: int, seed: int) -> None:
     import numpy as np
 
-    from hyperllama_lib import packing
+    from hyperllama_lib.corpus import packing
 
     ids = np.random.default_rng(seed).integers(0, vocab_size, size=n_tokens)
     packing.write_tokens(path, [ids.tolist()], vocab_size)
@@ -155,7 +155,7 @@ class _BlockDataset:
     """Packed blocks as Trainer examples (input_ids = labels), in the file's order."""
 
     def __init__(self, tokens_path: Path, seq_len: int):
-        from hyperllama_lib.packing import PackedTokens
+        from hyperllama_lib.corpus.packing import PackedTokens
 
         self.data, self.seq_len = PackedTokens(tokens_path), seq_len
 
@@ -269,7 +269,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from hyperllama_lib import modeling, params, training
+    from hyperllama_lib.models import modeling
+    from hyperllama_lib import params, training
 
     if args.threads:
         torch.set_num_threads(args.threads)

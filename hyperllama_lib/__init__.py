@@ -1,23 +1,47 @@
 """Companion library to "Grow Up and Merge" (arXiv 2512.10772): data, HyperCloning, CPT, merging, evaluation.
 
-One module per pipeline step (data, upscale, cpt, merge_grid, eval_grid, analysis) on top of the
-building blocks (corpus, unimax, tokenizer, packing, modeling, cloning, training, merging,
-pair_sources, evaluation, ...).
+`pipeline/` holds the six steps of the paper, one module per notebook (data, upscale, cpt, merge,
+evaluate, analysis and report), the run layout and the grid runner. They are built on the building
+blocks, one package per concept: `corpus/` (documents, UniMax, tokenizer, packed tokens), `models/`
+(the HyperLlama architecture, HyperCloning, released checkpoints), `training/`, `merging/` (the
+engine and the registry of methods) and `evaluation/` (scoring and the benchmark table), with
+`artifacts/` (atomic writes, checkpoints, the manifest) underneath. README, "How the code is organised".
+
 Importing the package registers the `hyperllama` model type (a Llama whose tied output head is the
 embedding divided by `lm_head_normalization_factor`) with transformers' Auto classes, so released and
 cloned 572M-style checkpoints load with `AutoModelForCausalLM.from_pretrained` without trust_remote_code.
 """
 import importlib
+import warnings
 
 __version__ = "0.1.0"
 
-from .modeling import register as _register  # noqa: E402
+from .models.modeling import register as _register  # noqa: E402
 
 _register()
 
+# Where the modules of release 0.1's flat layout live now. `hl.data`, `hl.merge_grid`, ... keep working
+# for one release, with a DeprecationWarning.
+MOVED = {
+    "data": "pipeline.data", "upscale": "pipeline.upscale", "cpt": "pipeline.cpt",
+    "merge_grid": "pipeline.merge", "eval_grid": "pipeline.evaluate", "analysis": "pipeline.analysis",
+    "report": "pipeline.report", "grid": "pipeline.runner",
+    "unimax": "corpus.unimax", "tokenizer": "corpus.tokenizer", "packing": "corpus.packing",
+    "modeling": "models.modeling", "cloning": "models.cloning", "released": "models.released",
+    "distributed": "training.distributed", "fisher": "merging.fisher_information",
+    "merge_methods": "merging.methods", "fast_llama": "evaluation.fast_llama",
+    "prefix_tree": "evaluation.prefix_tree", "pair_sources": "evaluation.pair_sources",
+    "ud_pairs": "evaluation.ud_pairs",
+}
+
 
 def __getattr__(name: str):
-    """Submodules load on first use (`hl.data`, `hl.cpt`, ...), keeping `import hyperllama_lib` light."""
+    """Subpackages load on first use (`hl.pipeline`, `hl.evaluation`, ...), keeping `import hyperllama_lib`
+    light; old flat names resolve to their new modules."""
+    if name in MOVED:
+        warnings.warn(f"hyperllama_lib.{name} moved to hyperllama_lib.{MOVED[name]}; the old name goes away in "
+                      "the next release", DeprecationWarning, stacklevel=2)
+        return importlib.import_module(f".{MOVED[name]}", __name__)
     try:
         return importlib.import_module(f".{name}", __name__)
     except ModuleNotFoundError as e:

@@ -12,11 +12,11 @@ from pathlib import Path
 import yaml
 
 from . import artifacts
-from .pair_sources import PAIR_FORMATS, PairsFormatError
-from .merging import DTYPES, METHODS, MergeError
-from .modeling import ModelFolderError
+from .evaluation.pair_sources import PAIR_FORMATS, PairsFormatError
+from .merging.engine import DTYPES, METHODS, MergeError
+from .models.modeling import ModelFolderError
 from .params import SCALES, MissingInputError, ParamError, load_params
-from .ud_pairs import ConlluError
+from .evaluation.ud_pairs import ConlluError
 
 
 
@@ -41,12 +41,12 @@ def _grid_params(args):
 
 
 def cmd_reproduce(args) -> int:
-    from . import grid
+    from .pipeline import runner
 
     p, overrides = _grid_params(args)
     started = time.time()
     try:
-        code = grid.Runner(p, overrides, parallel=args.jobs, only=args.only).run()
+        code = runner.Runner(p, overrides, parallel=args.jobs, only=args.only).run()
     except RuntimeError as e:  # the run directory is busy
         print(f"hyperllama reproduce: {e}", file=sys.stderr)
         return 2
@@ -60,10 +60,10 @@ def cmd_reproduce(args) -> int:
 def cmd_status(args) -> int:
     from tabulate import tabulate
 
-    from . import grid
+    from .pipeline import runner
 
     p, overrides = _grid_params(args)
-    rows = grid.job_table(p, overrides, args.only)
+    rows = runner.job_table(p, overrides, args.only)
     print(tabulate(rows, headers="keys", tablefmt="simple", missingval=""))
     states = [r["state"] for r in rows]
     print(f"\n{states.count('done')} of {len(rows)} steps done" +
@@ -73,10 +73,10 @@ def cmd_status(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from . import grid
+    from .pipeline import runner
 
     p, overrides = _grid_params(args)
-    print("\n".join(grid.plan_commands(p, overrides, args.only)))
+    print("\n".join(runner.plan_commands(p, overrides, args.only)))
     return 0
 
 
@@ -90,7 +90,7 @@ def _step_params(args, **options):
 
 def _run_step(p, work) -> int:
     """Run a step in this process, or as one of the processes torchrun started (rank 0 prints)."""
-    from . import distributed
+    from .training import distributed
 
     distributed.init(p.device)
     table = work(print if distributed.is_main() else (lambda message: None))
@@ -101,14 +101,14 @@ def _run_step(p, work) -> int:
 
 
 def cmd_upscale(args) -> int:
-    from . import upscale
+    from .pipeline import upscale
 
     p = _step_params(args)
     return _run_step(p, lambda log: upscale.run(p, log=log))
 
 
 def cmd_cpt(args) -> int:
-    from . import cpt
+    from .pipeline import cpt
 
     options = {"lang": args.lang, **({"setups": args.setups.split(",")} if args.setups else {})}
     p = _step_params(args, **options)
@@ -116,7 +116,7 @@ def cmd_cpt(args) -> int:
 
 
 def cmd_clone(args) -> int:
-    from . import cloning
+    from .models import cloning
 
     dst = cloning.clone_folder(args.src, args.dst, factor=args.factor, ffn_factor=args.ffn_factor,
                                noise_std=args.noise_std, seed=args.seed, overwrite=args.overwrite)
@@ -130,7 +130,7 @@ def cmd_clone(args) -> int:
 
 
 def cmd_export_llama(args) -> int:
-    from . import modeling
+    from .models import modeling
 
     model = modeling.export_llama(modeling.load_model(args.src), mode=args.mode)
     with artifacts.atomic_dir(Path(args.dst)) as tmp:
@@ -180,10 +180,10 @@ def cmd_merge(args) -> int:
 
 
 def cmd_fisher(args) -> int:
-    from . import fisher
+    from .merging import fisher_information
 
     try:
-        n = fisher.estimate_to_file(args.model_dir, args.tokens, args.out, args.seq_len, args.n_tokens,
+        n = fisher_information.estimate_to_file(args.model_dir, args.tokens, args.out, args.seq_len, args.n_tokens,
                                     normalize_mean=not args.no_normalize, progress=sys.stderr.isatty())
     except ValueError as e:  # too short a token file; PackedTokensError included
         print(f"hyperllama fisher: {e}", file=sys.stderr)
@@ -209,7 +209,8 @@ def _batch_size(value: str) -> int | str:
 
 def _load_scorer(model_dir: str, device: str):
     """Model and tokenizer of a model folder, checked to fit each other."""
-    from . import modeling, tokenizer
+    from .models import modeling
+    from .corpus import tokenizer
 
     model = modeling.load_model(model_dir, device=device)
     try:
@@ -238,7 +239,8 @@ def _print_summary(summary: dict) -> None:
 def cmd_score_pairs(args) -> int:
     import torch
 
-    from . import evaluation, pair_sources
+    from . import evaluation
+    from .evaluation import pair_sources
 
     pairs = pair_sources.load_pairs_file(args.pairs_file, args.format)  # a bad file fails before the model loads
     if args.max_pairs and args.max_pairs < len(pairs):
@@ -261,7 +263,7 @@ def cmd_score_pairs(args) -> int:
 
 
 def cmd_build_pairs(args) -> int:
-    from . import ud_pairs
+    from .evaluation import ud_pairs
 
     built = ud_pairs.build_pairs(args.conllu, args.lang, unimorph=args.unimorph, lexicon_files=args.lexicon,
                                  seed=args.seed, max_share=args.max_share)
@@ -423,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "is swapped for the form with the other number, person or gender, found in UniMorph and in "
                         "the forms the treebanks attest. Writes a MultiBLiMP data.tsv and prints the pairs per "
                         "phenomenon. Use held-out files (test, or dev where there is none). Design choices: "
-                        "hyperllama_lib/ud_pairs.py.")
+                        "hyperllama_lib/evaluation/ud_pairs.py.")
     bp.add_argument("conllu", nargs="+", metavar="CONLLU", help="CoNLL-U files (plain or .gz) whose sentences become pairs")
     bp.add_argument("--lang", required=True, help="language: ISO code or name (any code for other treebanks)")
     bp.add_argument("--out", required=True, metavar="FILE", help="the data.tsv to write")

@@ -103,7 +103,7 @@ class Params:
     keep_resume_states: int = 1  # newest resume states kept per stage (each: weights + AdamW moments)
     train_eval_every_tokens: int | None = None  # held-out bpb during training; None: at every checkpoint
     train_eval_max_bytes: int = 20000
-    # released models (hyperllama_lib/released.py): train | hub (02_upscale fetches the English bases, 03_cpt the
+    # released models (hyperllama_lib/models/released.py): train | hub (02_upscale fetches the English bases, 03_cpt the
     # adapted models, from the Hub instead of training them)
     models_from: str = "train"
     # Hub ids of the adapted models; {size} 180M|572M, {setup}, {lang} ISO code, {language} name. A guess at the
@@ -130,7 +130,7 @@ class Params:
     eval_jobs: str = "per_model"
     blimp_pairs_per_paradigm: int | None = 20
     # MultiBLiMP: released files <multiblimp_dir>/<iso>/data.tsv; None: the Hub for hub runs, else the pairs
-    # 01_data builds from the held-out UD treebanks (hyperllama_lib/ud_pairs.py)
+    # 01_data builds from the held-out UD treebanks (hyperllama_lib/evaluation/ud_pairs.py)
     multiblimp_dir: str | None = None
     multiblimp_pairs_per_phenomenon: int | None = None  # 05_eval's sample per language and phenomenon; None: all
     # 05_eval: which models (None: all; base | merged | a target language or "multilingual": that CPT model and
@@ -292,7 +292,7 @@ def validate(p: Params, need_data: bool = True) -> Params:
     p.replay_reference_lang = _lang(p.replay_reference_lang)
     for setup in p.setups:
         _choice("setup", setup, SETUPS)
-    from .merging import METHODS  # the registry of merge methods is the list of valid choices
+    from .merging.engine import METHODS  # the registry of merge methods is the list of valid choices
 
     for method in p.merge_methods:
         _choice("merge method", method, tuple(METHODS))

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.testing.compare import compare_images
 
 from conftest import REPO
-from hyperllama_lib import analysis, report
+from hyperllama_lib.pipeline import analysis, report
 
 LANGS = ["est", "fao", "isl"]
 SETUPS = ["1x", "1x_cloned", "2x"]

@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from hyperllama_lib.cloning import clone_config, clone_folder, hyperclone
-from hyperllama_lib.modeling import (
+from hyperllama_lib.models.cloning import clone_config, clone_folder, hyperclone
+from hyperllama_lib.models.modeling import (
     PAPER_1X,
     PAPER_2X,
     HyperLlamaConfig,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hyperllama_lib import corpus
-from hyperllama_lib.corpus import DataError, Document
+from hyperllama_lib.corpus.documents import DataError, Document
 from hyperllama_lib.languages import LANGUAGES
 
 

@@ -3,7 +3,9 @@ import gzip
 
 import pandas as pd
 
-from hyperllama_lib import corpus, data, packing
+from hyperllama_lib import corpus
+from hyperllama_lib.pipeline import data
+from hyperllama_lib.corpus import packing
 from hyperllama_lib.params import load_params
 
 

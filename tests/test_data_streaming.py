@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hyperllama_lib import corpus, data, packing
-from hyperllama_lib import tokenizer as tok_lib
-from hyperllama_lib.corpus import Document
+from hyperllama_lib import corpus
+from hyperllama_lib.pipeline import data
+from hyperllama_lib.corpus import packing
+from hyperllama_lib.corpus import tokenizer as tok_lib
+from hyperllama_lib.corpus.documents import Document
 from hyperllama_lib.params import load_params
 
 LANGS = ["fao", "isl"]

@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from hyperllama_lib import distributed, modeling, packing, training
+from hyperllama_lib.training import distributed
+from hyperllama_lib.models import modeling
+from hyperllama_lib.corpus import packing
+from hyperllama_lib import training
 from hyperllama_lib.params import ParamError, load_params
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from hyperllama_lib import evaluation as ev, pair_sources
+from hyperllama_lib.evaluation import scoring as ev
+from hyperllama_lib.evaluation import pair_sources
 
 SENTENCES = [
     "The cat sat on the mat.",

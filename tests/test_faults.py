@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hyperllama_lib import artifacts, corpus, modeling, packing, training
-from hyperllama_lib import tokenizer as tok_lib
-from hyperllama_lib.corpus import DataError
-from hyperllama_lib.modeling import ModelFolderError
+from hyperllama_lib import artifacts, corpus, training
+from hyperllama_lib.models import modeling
+from hyperllama_lib.corpus import packing
+from hyperllama_lib.corpus import tokenizer as tok_lib
+from hyperllama_lib.corpus.documents import DataError
+from hyperllama_lib.models.modeling import ModelFolderError
 from hyperllama_lib.params import ParamError, load_params
 from test_resume import tiny_model, tiny_params, tiny_stage, toy_tokenizer
 

@@ -1,4 +1,4 @@
-"""Diagonal Fisher estimation (hyperllama_lib.fisher)."""
+"""Diagonal Fisher estimation (hyperllama_lib.merging.fisher_information)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +7,8 @@ import torch
 from safetensors import safe_open
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from hyperllama_lib import fisher
-from hyperllama_lib.packing import PackedTokens, write_tokens
+from hyperllama_lib.merging import fisher_information
+from hyperllama_lib.corpus.packing import PackedTokens, write_tokens
 
 VOCAB = 50
 
@@ -33,7 +33,7 @@ def test_fisher_is_the_mean_of_squared_per_example_gradients():
     model = tiny_model()
     rng = np.random.default_rng(0)
     examples = [rng.integers(0, VOCAB, 9) for _ in range(3)]
-    got = fisher.diagonal_fisher(model, examples)
+    got = fisher_information.diagonal_fisher(model, examples)
     assert all(p.grad is None for p in model.parameters())
     grads = [example_grads(model, x) for x in examples]
     for name, _ in model.named_parameters():
@@ -49,29 +49,29 @@ def test_windows_are_spread_over_the_stream(tmp_path):
     path = tmp_path / "train.bin"
     write_tokens(path, [list(range(i, i + 10)) for i in range(0, 1000, 10)], vocab_size=2000)
     tokens = PackedTokens(path)
-    got = fisher.windows(tokens, seq_len=10, n_tokens=50)
+    got = fisher_information.windows(tokens, seq_len=10, n_tokens=50)
     assert len(got) == 5 and all(len(w) == 11 for w in got)
     assert got[0][0] == 0 and got[-1][0] >= 900  # first and (nearly) last block
     with pytest.raises(ValueError, match="fewer than one window"):
-        fisher.windows(tokens, seq_len=5000, n_tokens=50)
+        fisher_information.windows(tokens, seq_len=5000, n_tokens=50)
 
 
 def test_normalize_and_save(tmp_path):
     model = tiny_model()
-    values = fisher.diagonal_fisher(model, [np.arange(12) % VOCAB])
-    scaled = fisher.normalize(values)
+    values = fisher_information.diagonal_fisher(model, [np.arange(12) % VOCAB])
+    scaled = fisher_information.normalize(values)
     unique = {id(t): t for t in scaled.values()}.values()
     mean = sum(float(t.sum()) for t in unique) / sum(t.numel() for t in unique)
     assert mean == pytest.approx(1.0, rel=1e-5)
     assert scaled["lm_head.weight"] is scaled["model.embed_tokens.weight"]
     names = ["model.embed_tokens.weight", "model.norm.weight"]
-    out = fisher.save_fisher(scaled, tmp_path / "f" / "fisher.safetensors", names)
+    out = fisher_information.save_fisher(scaled, tmp_path / "f" / "fisher_information.safetensors", names)
     with safe_open(out, framework="pt") as f:
         assert sorted(f.keys()) == names
         torch.testing.assert_close(f.get_tensor("model.norm.weight"), scaled["model.norm.weight"])
-    assert [p.name for p in out.parent.iterdir()] == ["fisher.safetensors"]  # no temporary left
+    assert [p.name for p in out.parent.iterdir()] == ["fisher_information.safetensors"]  # no temporary left
     with pytest.raises(ValueError, match="no Fisher"):
-        fisher.save_fisher(scaled, tmp_path / "g.safetensors", ["missing.weight"])
+        fisher_information.save_fisher(scaled, tmp_path / "g.safetensors", ["missing.weight"])
 
 
 # ---------------------------------------------------------------- fisher and fisher_ties merges
@@ -148,8 +148,8 @@ def test_fisher_merges_on_disk(tmp_path):
     dirs, fishers = save_language_models(tmp_path), []
     for i, folder in enumerate(dirs):
         model = LlamaForCausalLM.from_pretrained(folder)
-        values = fisher.normalize(fisher.diagonal_fisher(model, [rng.integers(0, VOCAB, 9)]))
-        fishers.append(fisher.save_fisher(values, tmp_path / f"f{i}.safetensors",
+        values = fisher_information.normalize(fisher_information.diagonal_fisher(model, [rng.integers(0, VOCAB, 9)]))
+        fishers.append(fisher_information.save_fisher(values, tmp_path / f"f{i}.safetensors",
                                           sorted(merging.tensor_files(folder))))
     for method in ("fisher", "fisher_ties"):
         out = merging.merge_models(method, dirs, tmp_path / method, base_dir=tmp_path / "base",

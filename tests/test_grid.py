@@ -7,7 +7,8 @@ import nbformat
 import pytest
 import yaml
 
-from hyperllama_lib import artifacts, grid
+from hyperllama_lib import artifacts
+from hyperllama_lib.pipeline import runner
 from hyperllama_lib.params import ParamError, load_params
 
 ALL = ["est", "fao", "isl", "fas", "swe"]
@@ -20,7 +21,7 @@ def smoke(tmp_path=None, **overrides):
 
 
 def test_plan_has_every_job_once_in_dependency_order():
-    jobs = grid.plan_jobs(smoke(eval_jobs="per_model"))
+    jobs = runner.plan_jobs(smoke(eval_jobs="per_model"))
     names = [j.name for j in jobs]
     assert len(names) == len(set(names)) == 1 + 1 + 3 * 6 + 3 + 3 * 8 + 1
     assert len({j.label for j in jobs}) == len(jobs)
@@ -38,27 +39,27 @@ def test_plan_has_every_job_once_in_dependency_order():
 
 
 def test_plan_follows_languages_setups_and_methods():
-    jobs = grid.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], merge_methods=[], eval_jobs="per_model"))
+    jobs = runner.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], merge_methods=[], eval_jobs="per_model"))
     assert [j.name for j in jobs] == ["data", "upscale", "cpt/2x/multilingual", "cpt/2x/est", "cpt/2x/fao",
                                       "eval/2x/base", "eval/2x/multilingual", "eval/2x/est", "eval/2x/fao",
                                       "analysis"]
-    per_setup = grid.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], eval_jobs="per_setup"))
+    per_setup = runner.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], eval_jobs="per_setup"))
     assert [j.name for j in per_setup][-2:] == ["eval/2x", "analysis"]
     assert per_setup[-2].deps == ("upscale", "cpt/2x/multilingual", "cpt/2x/est", "cpt/2x/fao", "merge/2x")
     assert per_setup[-2].parameters == {"setups": ["2x"]}
 
 
 def test_only_selects_steps_with_what_they_need():
-    jobs = grid.select_jobs(grid.plan_jobs(smoke()), ["merge/2x"])
+    jobs = runner.select_jobs(runner.plan_jobs(smoke()), ["merge/2x"])
     assert [j.name for j in jobs] == ["data", "upscale", *[f"cpt/2x/{lang}" for lang in ALL], "merge/2x"]
     with pytest.raises(ParamError, match="no step matches"):
-        grid.select_jobs(grid.plan_jobs(smoke()), ["cpt/3x/*"])
+        runner.select_jobs(runner.plan_jobs(smoke()), ["cpt/3x/*"])
 
 
 def test_plan_commands_carry_every_parameter():
     p = smoke(langs=["est", "fao"])
-    commands = grid.plan_commands(p, {"langs": ["est", "fao"], "lr": 0.001})
-    assert len(commands) == len(grid.plan_jobs(p))
+    commands = runner.plan_commands(p, {"langs": ["est", "fao"], "lr": 0.001})
+    assert len(commands) == len(runner.plan_jobs(p))
     argv = shlex.split(commands[2])  # cpt/1x/multilingual
     assert argv[:3] == ["papermill", "notebooks/03_cpt.ipynb", "runs/smoke/notebooks/03_cpt-1x-multilingual.ipynb"]
     scalars, yamls = {}, {}
@@ -93,15 +94,15 @@ def toy(tmp_path):
     notebooks.mkdir()
     write_notebook(notebooks, "ok", "print('ok', lang)")
     write_notebook(notebooks, "fails", "raise ValueError('boom ' + lang)")
-    jobs = [grid.Job("t/a", "ok", {"lang": "est"}), grid.Job("t/b", "fails", {"lang": "fao"}, ("t/a",)),
-            grid.Job("t/c", "ok", {"lang": "isl"}, ("t/b",)), grid.Job("t/d", "ok", {"lang": "swe"}, ("t/a",))]
+    jobs = [runner.Job("t/a", "ok", {"lang": "est"}), runner.Job("t/b", "fails", {"lang": "fao"}, ("t/a",)),
+            runner.Job("t/c", "ok", {"lang": "isl"}, ("t/b",)), runner.Job("t/d", "ok", {"lang": "swe"}, ("t/a",))]
     p = smoke(tmp_path)
     return p, jobs, notebooks
 
 
 def run_toy(p, jobs, notebooks, overrides=None, parallel=2):
     lines = []
-    code = grid.Runner(p, overrides or {"run_dir": str(p.run_path)}, parallel=parallel, log=lines.append,
+    code = runner.Runner(p, overrides or {"run_dir": str(p.run_path)}, parallel=parallel, log=lines.append,
                        jobs=jobs, notebooks=notebooks).run()
     return code, "\n".join(lines)
 
@@ -110,7 +111,7 @@ def test_a_failure_stops_only_what_needs_it_and_the_next_run_does_the_rest(toy):
     p, jobs, notebooks = toy
     code, out = run_toy(p, jobs, notebooks)
     assert code == 1
-    records = {j.name: grid.read_record(p, j) for j in jobs}
+    records = {j.name: runner.read_record(p, j) for j in jobs}
     assert records["t/a"]["state"] == records["t/d"]["state"] == "done"
     assert records["t/b"]["state"] == "failed" and records["t/b"]["error"] == "ValueError: boom fao"
     assert records["t/c"] is None
@@ -135,21 +136,21 @@ def test_changed_parameters_or_upstream_rerun_a_job(toy):
     write_notebook(notebooks, "fails", "print('fine')")
     overrides = {"run_dir": str(p.run_path)}
     assert run_toy(p, jobs, notebooks)[0] == 0
-    records = {j.name: grid.read_record(p, j) for j in jobs}
-    assert grid.why_not_done(p, overrides, jobs[2], records) is None
-    assert grid.why_not_done(p, {**overrides, "lr": 0.1}, jobs[2], records) == "parameters changed"
+    records = {j.name: runner.read_record(p, j) for j in jobs}
+    assert runner.why_not_done(p, overrides, jobs[2], records) is None
+    assert runner.why_not_done(p, {**overrides, "lr": 0.1}, jobs[2], records) == "parameters changed"
     records["t/b"] = {**records["t/b"], "finished": records["t/c"]["started"] + 1}
-    assert grid.why_not_done(p, overrides, jobs[2], records) == "t/b ran after it"
+    assert runner.why_not_done(p, overrides, jobs[2], records) == "t/b ran after it"
     # a recorded manifest step whose output changed makes the job stale
     out = p.run_path / "thing.txt"
     with artifacts.Step(p.run_path, "thing", {"x": 1}, log=lambda m: None) as s:
         artifacts.atomic_write_text(out, "one")
         s.outputs = [out]
-    records = {j.name: grid.read_record(p, j) for j in jobs}
+    records = {j.name: runner.read_record(p, j) for j in jobs}
     records["t/c"]["steps"] = {"thing": s.fp}
-    assert grid.why_not_done(p, overrides, jobs[2], records) is None
+    assert runner.why_not_done(p, overrides, jobs[2], records) is None
     out.write_text("two")
-    assert "differs from the manifest" in grid.why_not_done(p, overrides, jobs[2], records)
+    assert "differs from the manifest" in runner.why_not_done(p, overrides, jobs[2], records)
 
 
 def test_steps_a_job_runs_are_recorded_with_it(tmp_path, monkeypatch):
@@ -162,19 +163,19 @@ def test_steps_a_job_runs_are_recorded_with_it(tmp_path, monkeypatch):
 
 def test_one_reproduction_per_run_directory(tmp_path):
     p = smoke(tmp_path)
-    with grid.run_lock(p):
+    with runner.run_lock(p):
         with pytest.raises(RuntimeError, match="another reproduction is running"):
-            with grid.run_lock(p):
+            with runner.run_lock(p):
                 pass
-    with grid.run_lock(p):  # released
+    with runner.run_lock(p):  # released
         pass
 
 
 def test_status_table_reports_states(toy):
     p, jobs, notebooks = toy
     run_toy(p, jobs, notebooks)
-    records = {j.name: grid.read_record(p, j) for j in jobs}
-    assert json.loads(grid.record_path(p, jobs[1]).read_text())["state"] == "failed"
+    records = {j.name: runner.read_record(p, j) for j in jobs}
+    assert json.loads(runner.record_path(p, jobs[1]).read_text())["state"] == "failed"
     overrides = {"run_dir": str(p.run_path)}
-    assert grid.why_not_done(p, overrides, jobs[1], records) == "failed"
-    assert grid.why_not_done(p, overrides, jobs[2], records) == "never run"
+    assert runner.why_not_done(p, overrides, jobs[1], records) == "failed"
+    assert runner.why_not_done(p, overrides, jobs[2], records) == "never run"

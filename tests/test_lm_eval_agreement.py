@@ -21,7 +21,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig,  # n
                           LlamaForCausalLM, PreTrainedTokenizerFast)
 
 from conftest import shared_data  # noqa: E402
-from hyperllama_lib import evaluation as ev, pair_sources  # noqa: E402
+from hyperllama_lib.evaluation import scoring as ev
+from hyperllama_lib.evaluation import pair_sources  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -22,8 +22,8 @@ import pytest
 import torch
 import yaml
 
-from hyperllama_lib import merging as mg
-from hyperllama_lib import modeling
+from hyperllama_lib.merging import engine as mg
+from hyperllama_lib.models import modeling
 from test_merging import load_tensors, make_tokenizer
 
 try:

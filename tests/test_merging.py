@@ -15,9 +15,10 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from hyperllama_lib import cli, cloning, modeling
-from hyperllama_lib import merging as mg
-from hyperllama_lib.merge_methods import MergeMethod
+from hyperllama_lib import cli
+from hyperllama_lib.models import cloning, modeling
+from hyperllama_lib.merging import engine as mg
+from hyperllama_lib.merging.methods import MergeMethod
 
 T = torch.tensor
 
@@ -116,7 +117,7 @@ def test_magnitude_prune_topk_and_ties():
 
 
 def test_kth_smallest_magnitude_and_prune_on_large_tensors():
-    from hyperllama_lib.merge_methods._base import kth_smallest_magnitude
+    from hyperllama_lib.merging.methods._base import kth_smallest_magnitude
 
     g = torch.Generator().manual_seed(0)
     values = torch.randn(300_000, generator=g).abs()

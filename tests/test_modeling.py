@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 import hyperllama_lib  # noqa: F401  (registers hyperllama)
-from hyperllama_lib.modeling import (
+from hyperllama_lib.models.modeling import (
     PAPER_1X,
     PAPER_2X,
     HyperLlamaConfig,

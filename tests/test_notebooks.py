@@ -13,7 +13,7 @@ import papermill as pm
 import pytest
 
 from conftest import REPO, run_cli
-from hyperllama_lib import grid
+from hyperllama_lib.pipeline import runner
 from hyperllama_lib.params import load_params
 
 NOTEBOOKS = ["01_data", "02_upscale", "03_cpt", "04_merge", "05_eval", "06_analysis"]
@@ -58,7 +58,7 @@ def smoke_run(tmp_path_factory):
 
 
 def expected_labels():
-    return sorted(j.label for j in grid.plan_jobs(load_params("smoke", {"langs": ["est", "fao"]}, need_data=False)))
+    return sorted(j.label for j in runner.plan_jobs(load_params("smoke", {"langs": ["est", "fao"]}, need_data=False)))
 
 
 def test_notebooks_are_committed_without_outputs():

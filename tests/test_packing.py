@@ -1,4 +1,4 @@
-"""Tests of hyperllama_lib.packing: round trip, dtype choice, corruption detection."""
+"""Tests of hyperllama_lib.corpus.packing: round trip, dtype choice, corruption detection."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hyperllama_lib.packing import PackedTokens, PackedTokensError, token_dtype, write_tokens
+from hyperllama_lib.corpus.packing import PackedTokens, PackedTokensError, token_dtype, write_tokens
 
 
 def test_round_trip_from_generator(tmp_path: Path):

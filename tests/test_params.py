@@ -89,7 +89,8 @@ def test_run_dir_from_environment(monkeypatch, tmp_path, data_dir):
 
 
 def test_paper_params_build_the_paper_models():
-    from hyperllama_lib import cloning, modeling, upscale
+    from hyperllama_lib.models import cloning, modeling
+    from hyperllama_lib.pipeline import upscale
     p = load_params("paper", need_data=False)
     config = upscale.model_config(p, vocab_size=128_256, bos=128_000, eos=128_001)
     assert modeling.count_parameters(config)["total"] == 180_078_912
@@ -108,7 +109,7 @@ def test_eval_models_names_a_group_or_stops_with_the_choices():
 
 def test_paper_params_pin_each_number_of_the_facts():
     """Every number of ../shared/paper/FACTS.md that a parameter carries, against params/paper.yaml as loaded."""
-    from hyperllama_lib import cpt, merge_grid, upscale
+    from hyperllama_lib.pipeline import cpt, merge, upscale
     p = load_params("paper", need_data=False)
     # models: the 180M shape, GeGLU, Llama-3 vocabulary, init std 1/sqrt(576), context 2048, cloned x2
     config = upscale.model_config(p, vocab_size=128_256, bos=128_000, eos=128_001)
@@ -139,12 +140,13 @@ def test_paper_params_pin_each_number_of_the_facts():
     # merging: the five methods over 26 subsets and 3 setups (390 merges), weight 1, density 0.5, normalized, fp16
     assert sorted(p.merge_methods) == ["dare_ties", "linear", "multislerp", "task_arithmetic", "ties"]
     assert (p.merge_weight, p.merge_density, p.merge_normalize, p.merge_dtype) == (1.0, 0.5, True, "float16")
-    assert len(p.merge_methods) * len(merge_grid.subsets(p)) * len(p.setups) == 390
+    assert len(p.merge_methods) * len(merge.subsets(p)) * len(p.setups) == 390
 
 
 def test_small_t4_is_the_small_scale_in_fp16_and_builds_its_models(data_dir):
     import torch
-    from hyperllama_lib import cloning, modeling, upscale
+    from hyperllama_lib.models import cloning, modeling
+    from hyperllama_lib.pipeline import upscale
     small, t4 = load_params("small"), load_params("small_t4")
     assert (t4.precision, t4.micro_batch_size, t4.seq_len) == ("fp16", 1, 1024)
     same = ["tokenizer", "char_budget", "code_max_bytes", "hidden_size", "num_layers", "num_heads", "num_kv_heads",

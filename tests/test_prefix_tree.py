@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from hyperllama_lib import prefix_tree
+from hyperllama_lib.evaluation import prefix_tree
 
 
 def parents_of(batch: prefix_tree.TreeBatch) -> np.ndarray:

@@ -12,8 +12,10 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 import hyperllama_lib  # noqa: F401  (registers hyperllama)
-from hyperllama_lib import artifacts, cloning, cpt, data, eval_grid, merge_grid, released, upscale
-from hyperllama_lib.modeling import HyperLlamaForCausalLM, count_parameters, new_model, smollm2_config
+from hyperllama_lib import artifacts
+from hyperllama_lib.models import cloning, released
+from hyperllama_lib.pipeline import cpt, data, evaluate, merge, upscale
+from hyperllama_lib.models.modeling import HyperLlamaForCausalLM, count_parameters, new_model, smollm2_config
 from hyperllama_lib.params import ParamError, load_params
 
 TINY = dict(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, intermediate_size=48)
@@ -144,9 +146,9 @@ def test_hub_mode_fills_the_pipeline_paths_and_manifest(tmp_path, hub):
         cpt.run(p, lang)
     assert len(hub.calls) == calls  # recorded steps are skipped, nothing is fetched again
 
-    merges = merge_grid.run(p)
+    merges = merge.run(p)
     assert len(merges) == 3 and all(Path(path).is_dir() for path in merges.path)
-    listed = {(m.kind, m.setup, m.trained_on): m for m in eval_grid.models(p)}
+    listed = {(m.kind, m.setup, m.trained_on): m for m in evaluate.models(p)}
     assert {k for k, _, _ in listed} == {"base", "cpt", "merged"} and len(listed) == 3 + 6 + 3
     assert listed[("cpt", "1x_cloned", "est")].tokens == 7 * p.tokens_per_step
 

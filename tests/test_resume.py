@@ -16,7 +16,9 @@ import torch
 import tqdm.auto
 import tqdm.std
 
-from hyperllama_lib import modeling, packing, training
+from hyperllama_lib.models import modeling
+from hyperllama_lib.corpus import packing
+from hyperllama_lib import training
 from hyperllama_lib.params import load_params
 
 STEPS, EVERY = 40, 4  # a resume state every 4 steps

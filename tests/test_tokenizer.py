@@ -1,4 +1,4 @@
-"""Tests of hyperllama_lib.tokenizer: the offline Llama-3 tokenizer and small trained BPEs."""
+"""Tests of hyperllama_lib.corpus.tokenizer: the offline Llama-3 tokenizer and small trained BPEs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from hyperllama_lib import corpus
-from hyperllama_lib import tokenizer as T
+from hyperllama_lib.corpus import tokenizer as T
 
 SAMPLES = [
     "از آنجا که شناسائی حیثیت ذاتی کلیهٔ اعضای خانواده بشری",  # Persian, with a ZWNJ-free run

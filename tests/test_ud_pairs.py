@@ -1,4 +1,4 @@
-"""MultiBLiMP-style pairs from UD (hyperllama_lib.ud_pairs): every filter and phenomenon on hand-written
+"""MultiBLiMP-style pairs from UD (hyperllama_lib.evaluation.ud_pairs): every filter and phenomenon on hand-written
 CoNLL-U in a toy language ("xx") whose verb forms are all distinct, the data.tsv round trip, balancing,
 the `build-pairs` command, and (with ../shared/data) the real held-out treebanks."""
 import gzip
@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from hyperllama_lib import cli, corpus, pair_sources, ud_pairs
+from hyperllama_lib import cli, corpus
+from hyperllama_lib.evaluation import pair_sources, ud_pairs
 
 UNIMORPH = """\
 sing\tsings\tV;IND;PRS;3;SG
@@ -306,7 +307,7 @@ def test_real_treebanks_give_pairs_from_heldout_files_only(real_pairs):
 
 
 def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, unimorph, monkeypatch):
-    from hyperllama_lib import data, eval_grid
+    from hyperllama_lib.pipeline import data, evaluate
     from hyperllama_lib.params import load_params
 
     built = build(tmp_path, unimorph, conllu(dog()))
@@ -316,7 +317,7 @@ def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, u
     for lang in ("est", "fao"):
         ud_pairs.write_data_tsv(built.pairs.assign(lang=lang), data.paths(p).multiblimp(lang))
     ud_pairs.write_data_tsv(built.pairs.assign(lang="est"), released / "est" / "data.tsv")
-    sources = {lang: source for lang, (_, source) in eval_grid.multiblimp_pairs(p, log=lambda m: None).items()}
+    sources = {lang: source for lang, (_, source) in evaluate.multiblimp_pairs(p, log=lambda m: None).items()}
     assert sources == {"est": "released", "fao": "built"}
     assert data.multiblimp_files(p, "est") == [data.paths(p).multiblimp("est"), released / "est" / "data.tsv"]
 
@@ -326,12 +327,12 @@ def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, u
         return pair_sources.load_multiblimp_local(released / "est" / "data.tsv", lang="fao", **kw)
     monkeypatch.setattr(pair_sources, "load_multiblimp_hub", hub)
     p = load_params("smoke", {"run_dir": str(tmp_path / "run"), "data_source": "hub"}, need_data=False)
-    sources = {lang: source for lang, (_, source) in eval_grid.multiblimp_pairs(p, log=lambda m: None).items()}
+    sources = {lang: source for lang, (_, source) in evaluate.multiblimp_pairs(p, log=lambda m: None).items()}
     assert sources == {"est": "built", "fao": "released"}
 
 
 def test_no_treebank_gives_an_empty_counts_table(tmp_path):
-    from hyperllama_lib import data
+    from hyperllama_lib.pipeline import data
     from hyperllama_lib.params import load_params
 
     p = load_params("smoke", {"run_dir": str(tmp_path / "run"), "data_dir": str(tmp_path)}, need_data=False)

@@ -1,9 +1,9 @@
-"""Tests of hyperllama_lib.unimax against hand-computed allocations."""
+"""Tests of hyperllama_lib.corpus.unimax against hand-computed allocations."""
 from __future__ import annotations
 
 import pytest
 
-from hyperllama_lib.unimax import epochs, unimax
+from hyperllama_lib.corpus.unimax import epochs, unimax
 
 
 def test_worked_example_like_the_paper():

@@ -19,6 +19,7 @@ if "google.colab" in sys.modules:
     os.chdir("/content/hyperllama/notebooks")"""
 SETUP = """import hyperllama_lib as hl
 from hyperllama_lib import params
+from hyperllama_lib.pipeline import {steps}
 from IPython.display import Markdown, display
 
 P = params.from_notebook(globals())  # YAML of the scale + papermill -p overrides; stops on anything unknown
@@ -63,13 +64,13 @@ This notebook
    smoke/tiny, the real Llama-3 tokenizer with 128,256 ids at small/paper), and
 6. writes packed token streams for every training stage."""),
 PARAMS,
-("code", SETUP),
-("code", """stats = hl.data.prepare(P)
+("code", SETUP.replace("{steps}", "data")),
+("code", """stats = data.prepare(P)
 stats"""),
 ("md", """`epochs` is the UniMax allocation divided by the available characters (capped at `max_epochs`),
 `replay_share_samples` the share of documents in the mix that are English or code replay, and `steps`
 the optimiser steps one pass over the stream takes (`global_batch_size x seq_len` tokens each)."""),
-("code", """plan = hl.data.load_plan(P)
+("code", """plan = data.load_plan(P)
 print(f"vocabulary: {plan['vocab_size']} ids; seed {plan['seed_steps']} steps, bases {plan['base_steps']} steps "
       f"-> cloning after {plan['clone_after_fraction_of_english_steps']:.0%} of the English steps (paper: ~81%)")
 plan['cpt_steps']"""),
@@ -77,7 +78,7 @@ plan['cpt_steps']"""),
 
 The paper measures grammar in the target languages with **MultiBLiMP 1.0**, minimal pairs built
 automatically from UD treebanks and UniMorph; its files are on the Hub, which is not reachable offline.
-This step rebuilds such pairs (`hyperllama_lib/ud_pairs.py`, also `hyperllama build-pairs`) from each
+This step rebuilds such pairs (`hyperllama_lib/evaluation/ud_pairs.py`, also `hyperllama build-pairs`) from each
 language's **held-out** UD files (test, or dev where a treebank has no test):
 
 * keep clean sentences (no typos, foreign words, style or correction marks, reparanda);
@@ -92,14 +93,15 @@ language's **held-out** UD files (test, or dev where a treebank has no test):
 Every sentence of these pairs was removed from the training text above. 05_eval scores them (or the
 released MultiBLiMP files, when `multiblimp_dir` or the Hub provides them). Pairs per language and
 phenomenon (`before_balancing`: items found before balancing):"""),
-("code", """counts = hl.data.load_multiblimp_counts(P)
+("code", """counts = data.load_multiblimp_counts(P)
 counts"""),
 ("md", """A sample of 20 pairs per language for inspection (`verb` is replaced by `wrong_verb` in the
 ungrammatical sentence):"""),
 ("code", """import pandas as pd
+from hyperllama_lib.evaluation import pair_sources
 pd.set_option("display.max_colwidth", 120)
 for lang in counts.lang:
-    pairs = hl.pair_sources.load_multiblimp_local(hl.data.paths(P).multiblimp(lang), lang=lang)
+    pairs = pair_sources.load_multiblimp_local(data.paths(P).multiblimp(lang), lang=lang)
     display(Markdown(f"**{lang}**: {len(pairs)} pairs"))
     display(pairs.sample(n=min(20, len(pairs)), random_state=P.seed)[
         ["paradigm", "grammatical_feature", "ungrammatical_feature", "child", "verb", "wrong_verb", "good"]])"""),
@@ -123,8 +125,8 @@ function as its source, which this notebook checks (`clone_max_logit_difference`
 (`liu-nlp/HyperLlama-180M-english-1x`, `liu-nlp/HyperLlama-572M-english-2x`; safetensors only) instead of
 training them, and clones the 1x_cloned base from the fetched 1x base."""),
 PARAMS,
-("code", SETUP),
-("code", """english = hl.upscale.run(P)
+("code", SETUP.replace("{steps}", "upscale")),
+("code", """english = upscale.run(P)
 english"""),
 ("code", """assert english.clone_max_logit_difference.dropna().max() < 1e-4, "a clone changed the function"
 display(Markdown(f"Cloning preserved the logits to within {english.clone_max_logit_difference.max():.2e}."))"""),
@@ -145,13 +147,13 @@ once per language and setup, as `hyperllama reproduce` does: `... -p lang persia
 With `-p models_from hub` the authors' adapted models are fetched from the Hub instead (names:
 `released_repo_pattern`, `released_repos`), and there are no training curves."""),
 ("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual (or ISO codes)\n# setups: as in the YAML (all three) unless given; the grid runner trains one per job: -y "setups: [2x]"', "parameters"),
-("code", SETUP),
-("code", """runs = hl.cpt.run(P)
+("code", SETUP.replace("{steps}", "cpt")),
+("code", """runs = cpt.run(P)
 runs"""),
 ("md", """Training FLOPs follow the 6 x parameters x tokens convention (`flops_total` counts all parameters,
 the tied embedding once; the training logs also hold the non-embedding variant). The curves below are the
 held-out bits per byte at every checkpoint: lower is better."""),
-("code", """curves = hl.cpt.curves(P)
+("code", """curves = cpt.curves(P)
 if curves.empty:  # models_from: hub
     display(Markdown("No training curves: the models were fetched, not trained."))
 else:
@@ -183,12 +185,12 @@ information of each model on its own training text (exact per-window squared gra
 05_eval evaluates every merge beside the paper's methods; 06_analysis compares them with the jointly
 trained multilingual model."""),
 PARAMS,
-("code", SETUP),
-("code", """merges = hl.merge_grid.run(P)
+("code", SETUP.replace("{steps}", "merge")),
+("code", """merges = merge.run(P)
 merges"""),
 ("md", """Each merged folder records what was merged how (`merge.json`) and, for mergekit's methods, the
 mergekit configuration that reproduces it (`mergekit-yaml mergekit_config.yml OUT`):"""),
-("code", """example = hl.merge_grid.merged_model(P, P.setups[0], P.merge_methods[0])
+("code", """example = merge.merged_model(P, P.setups[0], P.merge_methods[0])
 print((example / "merge.json").read_text())
 if (example / "mergekit_config.yml").exists():
     print((example / "mergekit_config.yml").read_text())"""),
@@ -222,8 +224,8 @@ By default every model of the run is evaluated. `eval_models` picks one group (`
 language / `multilingual`: that CPT model with its checkpoints) and `setups` one setup, which is how
 `hyperllama reproduce` splits evaluation into jobs that start as soon as their model exists."""),
 ("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper\neval_models = None  # None: all | base | merged | a language or multilingual', "parameters"),
-("code", SETUP),
-("code", """results = hl.eval_grid.run(P)
+("code", SETUP.replace("{steps}", "evaluate")),
+("code", """results = evaluate.run(P)
 finals = results[results["final"] & results.metric.isin(["accuracy", "bpb"])]
 finals.pivot_table(index=["setup", "kind", "trained_on"], columns=["benchmark", "lang"], values="value").round(3)"""),
 ("md", """MultiBLiMP accuracy of the final models per language and phenomenon, with the source of the pairs:"""),
@@ -247,13 +249,13 @@ This notebook first **collects** the run's rows (evaluation results, training cu
 info) into `tables/` (`results_tidy.csv`, `curves.csv`, `data_stats.csv`, `run_info.csv`), then **renders**
 every figure (PNG + PDF in `figures/`), every table (CSV + Markdown + LaTeX in `tables/`) and `REPORT.md` from
 those rows alone. The committed outputs can therefore be re-rendered without the run:
-`hl.analysis.render(hl.analysis.load_rows("tables"), ".")` (tests/test_analysis.py checks they match)."""),
+`analysis.render(analysis.load_rows("tables"), ".")` (tests/test_analysis.py checks they match)."""),
 PARAMS,
-("code", SETUP),
+("code", SETUP.replace("{steps}", "analysis")),
 ("code", """import pandas as pd
 from IPython.display import Image
 
-out = hl.analysis.run(P)
+out = analysis.run(P)
 T, F = out["tables"], out["figures"]
 
 
@@ -310,7 +312,7 @@ the run merged every subset (`--set merge_subsets=all`)."""),
 T.get("merge_subsets", Markdown("Subset merges were not run at this scale: `--set merge_subsets=all`."))"""),
 ("md", """## 6. Findings check
 Each of the paper's four claims next to what this run shows, with a verdict that follows from the tables by
-stated rules (`hyperllama_lib/report.py`): bits-per-byte differences within 0.01 count as equal, accuracy
+stated rules (`hyperllama_lib/pipeline/report.py`): bits-per-byte differences within 0.01 count as equal, accuracy
 differences within 2 binomial standard errors (pairs in `pair_counts`) as equal. `REPORT.md` has every figure
 and table with a sentence of interpretation."""),
 ("code", """with pd.option_context("display.max_colwidth", None):

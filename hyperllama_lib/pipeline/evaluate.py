@@ -22,10 +22,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import (artifacts, cpt, data, evaluation, languages, merge_grid, modeling, pair_sources,
-               training, upscale)
-from . import tokenizer as tok_lib
-from .params import MissingInputError, Params
+from .. import artifacts, evaluation, languages, training
+from . import cpt, data, merge, upscale
+from ..models import modeling
+from ..evaluation import pair_sources
+from ..corpus import tokenizer as tok_lib
+from ..params import MissingInputError, Params
 
 EVAL_KEYS = ["blimp_pairs_per_paradigm", "eval_max_bytes", "seed"]
 # source: where MultiBLiMP pairs came from ("released": files or the Hub; "built": 01_data, from UD); else empty
@@ -89,13 +91,13 @@ def models(p: Params, checkpoints: bool = True) -> list[ModelEntry]:
                                info["flops_non_embedding"], langs=all_langs)
             out += (_checkpoints(p, entry, info) if checkpoints else []) + [entry]
         for method in p.merge_methods:
-            for langs in merge_grid.subsets(p):
-                full = merge_grid.is_full(p, langs)
-                name = f"merged-{setup}-{method}" + ("" if full else f"-{merge_grid.subset_label(langs)}")
+            for langs in merge.subsets(p):
+                full = merge.is_full(p, langs)
+                name = f"merged-{setup}-{method}" + ("" if full else f"-{merge.subset_label(langs)}")
                 # kind "merged": the merge of all languages; "merged_subset": the paper's smaller subsets
                 out.append(ModelEntry(name, "merged" if full else "merged_subset", setup, method,
-                                      merge_grid.merged_model(p, setup, method, langs),
-                                      merge_grid.step_name(p, setup, method, langs),
+                                      merge.merged_model(p, setup, method, langs),
+                                      merge.step_name(p, setup, method, langs),
                                       langs=[languages.ENGLISH, *langs]))
     return [m for m in out if manifest.entry(m.producer) is not None]
 

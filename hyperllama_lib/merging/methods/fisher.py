@@ -1,5 +1,5 @@
 """Fisher-weighted averaging (Matena & Raffel 2022): each parameter is the average of the models'
-values weighted by each model's diagonal Fisher (`hyperllama_lib.fisher`), so a model counts most
+values weighted by each model's diagonal Fisher (`hyperllama_lib.merging.fisher_information`), so a model counts most
 where its own language's loss is most sensitive.
 
 theta_j = sum_i w_i F_ij theta_ij / sum_i w_i F_ij, with F_ij raised to at least `fisher_floor`, so

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import artifacts, cpt, data, fisher, merging, upscale
-from .params import MissingInputError, Params
+from .. import artifacts, merging
+from . import cpt, data, upscale
+from ..merging import fisher_information
+from ..params import MissingInputError, Params
 
 MERGE_KEYS = ["merge_density", "merge_weight", "merge_normalize", "merge_dtype", "seed", "fisher_floor"]
 FISHER_KEYS = ["fisher_tokens", "fisher_normalize", "seq_len"]
@@ -71,7 +73,7 @@ def estimate_fisher(p: Params, setup: str, lang: str, model_dir: Path, model_fp:
     out = fisher_path(p, setup, lang)
     with artifacts.Step(p.run_path, f"fisher/{setup}/{lang}", params, [model_fp], log=log) as s:
         if s.todo:
-            fisher.estimate_to_file(model_dir, data.paths(p).train(lang), out, p.seq_len, p.fisher_tokens,
+            fisher_information.estimate_to_file(model_dir, data.paths(p).train(lang), out, p.seq_len, p.fisher_tokens,
                                     p.fisher_normalize)
             s.outputs = [out]
     return artifacts.Manifest(p.run_path).entry(f"fisher/{setup}/{lang}")["fingerprint"]

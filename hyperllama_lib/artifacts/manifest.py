@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import __version__
+from .. import __version__
 
 MANIFEST = "manifest.json"
 _UMASK = os.umask(0o022)
@@ -157,7 +157,7 @@ def fingerprint(*parts: Any) -> str:
 
 def code_version() -> str:
     """Package version plus the git commit (and '+dirty' for uncommitted changes) when available."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=5).stdout.strip()
@@ -278,7 +278,7 @@ class Step:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        from . import distributed
+        from ..training import distributed
 
         if exc_type is None and self.todo and distributed.is_main():
             self.manifest.record(self.name, self.fp, self.params, self.outputs, self.started, self.extra)

@@ -22,8 +22,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from . import artifacts, cpt, data, eval_grid, languages, report  # noqa: E402
-from .params import MissingInputError, Params  # noqa: E402
+from .. import artifacts, languages
+from . import cpt, data, evaluate, report  # noqa: E402
+from ..params import MissingInputError, Params  # noqa: E402
 
 SETUP_ORDER = ["1x", "1x_cloned", "2x"]
 PALETTE = dict(zip(SETUP_ORDER, sns.color_palette("colorblind", 3)))
@@ -60,7 +61,7 @@ def collect(p: Params, log=print) -> dict[str, pd.DataFrame]:
     curves = cpt.curves(p)
     if curves.empty:
         raise MissingInputError(f"no training curves in {p.run_path}; run notebooks/03_cpt.ipynb first")
-    rows = {"results": eval_grid.load_results(p), "curves": curves, "data_stats": data_table(p),
+    rows = {"results": evaluate.load_results(p), "curves": curves, "data_stats": data_table(p),
             "run_info": run_info(p)}
     tables = p.publish_path / "tables"
     for key, df in rows.items():

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
-from .modeling import lm_head_factor
+from ..models.modeling import lm_head_factor
 
 Tensor = torch.Tensor
 

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .languages import LANGUAGES, to_code
+from ..languages import LANGUAGES, to_code
 
 DATA_ENV = "HYPERLLAMA_DATA"
 MIN_CONTAINED_WORDS = 6  # evaluation sentences this long are also searched for inside documents

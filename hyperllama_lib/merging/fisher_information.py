@@ -25,8 +25,8 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from . import artifacts
-from .packing import PackedTokens
+from .. import artifacts
+from ..corpus.packing import PackedTokens
 
 
 def windows(tokens: PackedTokens, seq_len: int, n_tokens: int) -> list[np.ndarray]:
@@ -99,7 +99,8 @@ def estimate_to_file(model_dir: str | Path, tokens: str | Path, out: str | Path,
                      n_tokens: int, normalize_mean: bool = True, progress: bool = False) -> int:
     """Estimate a model folder's diagonal Fisher on a packed token file and save it under the
     checkpoint's tensor names (`save_fisher`); returns the number of windows used."""
-    from . import merging, modeling  # merging and modeling are heavier; only this entry point needs them
+    from .. import merging
+    from ..models import modeling  # merging and modeling are heavier; only this entry point needs them
 
     examples = windows(PackedTokens(tokens), seq_len, n_tokens)
     model = modeling.load_model(model_dir)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from . import artifacts, languages, modeling
-from .params import Params
+from .. import artifacts, languages
+from . import modeling
+from ..params import Params
 
 ENGLISH_REPOS = {"1x": "liu-nlp/HyperLlama-180M-english-1x", "2x": "liu-nlp/HyperLlama-572M-english-2x"}
 SIZES = {"1x": "180M", "1x_cloned": "572M", "2x": "572M"}

@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import artifacts, corpus, languages, packing, pair_sources, ud_pairs, unimax
-from . import tokenizer as tok_lib
-from .params import MissingInputError, Params
+from .. import artifacts, corpus, languages
+from ..corpus import packing, unimax
+from ..evaluation import pair_sources, ud_pairs
+from ..corpus import tokenizer as tok_lib
+from ..params import MissingInputError, Params
 
 DATA_KEYS = [
     "seed", "data_source", "max_docs_per_lang", "heldout_fraction", "heldout_max_docs",

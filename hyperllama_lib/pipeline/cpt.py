@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import artifacts, data, languages, modeling, released, training, upscale
-from . import tokenizer as tok_lib
-from .params import MissingInputError, Params
+from .. import artifacts, languages, training
+from . import data, upscale
+from ..models import modeling, released
+from ..corpus import tokenizer as tok_lib
+from ..params import MissingInputError, Params
 
 
 def cpt_dir(p: Params, setup: str, lang: str) -> Path:

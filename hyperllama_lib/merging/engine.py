@@ -48,8 +48,8 @@ import yaml
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from .merge_methods import METHODS, MergeMethod
-from .merge_methods._base import magnitude_prune, random_prune  # noqa: F401  (re-exported)
+from .methods import METHODS, MergeMethod
+from ..merging.methods._base import magnitude_prune, random_prune  # noqa: F401  (re-exported)
 
 Tensor = torch.Tensor
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from . import artifacts, languages
-from .params import REPO_ROOT, ParamError, Params, load_params
+from .. import artifacts, languages
+from ..params import REPO_ROOT, ParamError, Params, load_params
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 

@@ -87,7 +87,7 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
-from . import artifacts, languages
+from .. import artifacts, languages
 
 COLUMNS = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "grammatical_feature",
            "ungrammatical_feature", "child", "distance", "prefix", "metadata"]

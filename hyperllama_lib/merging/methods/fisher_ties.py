@@ -1,7 +1,7 @@
 """Fisher-TIES, our language-aware merge: TIES whose notion of "important" is the Fisher of each
 model's own language instead of the size of its task vector.
 
-For model i, task vector d_i = theta_i - base and diagonal Fisher F_i (`hyperllama_lib.fisher`,
+For model i, task vector d_i = theta_i - base and diagonal Fisher F_i (`hyperllama_lib.merging.fisher_information`,
 raised to at least `fisher_floor`):
 1. trim: keep the top `density` share of entries by saliency F_i * d_i^2, the second-order estimate
    of how much language i's loss rises when the entry is reset to the base (Optimal Brain Damage);

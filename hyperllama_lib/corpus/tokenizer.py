@@ -110,7 +110,7 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, directory: str | Path) -> None:
 
 
 def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerFast:
-    from .modeling import ModelFolderError
+    from ..models.modeling import ModelFolderError
 
     path = Path(directory) / "tokenizer.json"
     if not path.is_file():

@@ -12,9 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from . import artifacts, cloning, data, distributed, languages, modeling, released, training
-from . import tokenizer as tok_lib
-from .params import MissingInputError, Params
+from .. import artifacts, languages, training
+from ..models import cloning, modeling, released
+from . import data
+from ..training import distributed
+from ..corpus import tokenizer as tok_lib
+from ..params import MissingInputError, Params
 
 MODEL_KEYS = ["seed", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
               "intermediate_size", "hidden_act", "rms_norm_eps", "rope_theta", "seq_len"]

@@ -40,9 +40,11 @@ from tqdm.auto import tqdm
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import artifacts, distributed, evaluation, modeling
-from .packing import PackedTokens
-from .params import ParamError, Params
+from .. import artifacts, evaluation
+from . import distributed
+from ..models import modeling
+from ..corpus.packing import PackedTokens
+from ..params import ParamError, Params
 
 RESUME_DIR = "resume"
 RESUME_FORMAT = 1

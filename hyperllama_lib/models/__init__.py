@@ -1,0 +1,1 @@
+"""Models: the HyperLlama architecture, HyperCloning and the authors' released checkpoints."""

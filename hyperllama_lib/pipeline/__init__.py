@@ -1,0 +1,1 @@
+"""The six steps of the paper, one module per notebook, with the run layout and the grid runner."""
