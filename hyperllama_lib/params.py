@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from . import languages
+from .errors import MissingInputError, ParamError  # noqa: F401  (defined in errors.py)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO_ROOT / "params"
@@ -23,20 +24,6 @@ SCALES = ("smoke", "tiny", "small", "paper", "small_t4")
 SETUPS = ("1x", "1x_cloned", "2x")
 DATA_ENV = "HYPERLLAMA_DATA"
 RUNS_ENV = "HYPERLLAMA_RUNS"
-
-
-class ParamError(ValueError):
-    """Bad parameters. Shown as one line, in notebooks too (IPython calls _render_traceback_)."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"ParamError: {self}"]
-
-
-class MissingInputError(RuntimeError):
-    """A step's inputs do not exist yet; the message says which notebook to run first."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"MissingInputError: {self}"]
 
 
 @dataclass

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..languages import LANGUAGES, to_code
+from ..errors import DataError  # noqa: F401  (defined in errors.py)
 
 DATA_ENV = "HYPERLLAMA_DATA"
 MIN_CONTAINED_WORDS = 6  # evaluation sentences this long are also searched for inside documents
@@ -36,13 +37,6 @@ _SENTENCE_END = re.compile(r"(?<=[.!?\u061f])\s+")
 # Tokens for containment matching: runs of word characters, or single punctuation marks.
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _EXCLUDED_CODE_DIRS = {"test", "tests", "idlelib", "site-packages", "__pycache__"}
-
-
-class DataError(ValueError):
-    """A data file or folder is missing or malformed; the message says which one and what to do."""
-
-    def _render_traceback_(self) -> list[str]:  # one line in notebooks
-        return [f"DataError: {self}"]
 
 
 @dataclass

@@ -13,16 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from ..errors import PackedTokensError  # noqa: F401  (defined in errors.py)
 
 _CHUNK_TOKENS = 1 << 20  # tokens buffered before a write
 _HASH_CHUNK = 1 << 24  # bytes per read when hashing
-
-
-class PackedTokensError(ValueError):
-    """A packed token file or its sidecar is missing, truncated or corrupted."""
-
-    def _render_traceback_(self) -> list[str]:  # one line in notebooks
-        return [f"PackedTokensError: {self}"]
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+from ..errors import PairsFormatError  # noqa: F401  (defined in errors.py)
 
 BLIMP_HUB_ID = "nyu-mll/blimp"
 BLIMP_SINGLE_ERROR_HUB_ID = "liu-nlp/blimp-single-error"
@@ -47,10 +48,6 @@ _BLIMP_KEYS = {"sentence_good", "sentence_bad", "UID", "paradigm", "field", "lin
                "pairID", "pair_id"}
 _AGREEMENT = {"SV": "subject-verb agreement", "SP": "subject-participle agreement"}
 _FEATURE = {"#": "number", "P": "person", "G": "gender"}
-
-
-class PairsFormatError(ValueError):
-    """A pairs file or Hub table that is not in the expected format (names the source and line)."""
 
 
 # ---------------------------------------------------------------- reading files

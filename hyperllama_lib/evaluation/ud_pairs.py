@@ -88,6 +88,7 @@ from typing import Iterable, Iterator
 import pandas as pd
 
 from .. import artifacts, languages
+from ..errors import ConlluError  # noqa: F401  (defined in errors.py)
 
 COLUMNS = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "grammatical_feature",
            "ungrammatical_feature", "child", "distance", "prefix", "metadata"]
@@ -118,10 +119,6 @@ UNIMORPH_FEATURES = {
     "POS": ("Polarity", "Pos"), "PFV": ("Aspect", "Perf"), "IPFV": ("Aspect", "Imp"),
     "PROG": ("Aspect", "Prog"), "PRF": ("Aspect", "Perf"),
 }
-
-
-class ConlluError(ValueError):
-    """A CoNLL-U or UniMorph file that cannot be read (names the file, and the line where known)."""
 
 
 # ---------------------------------------------------------------- reading CoNLL-U

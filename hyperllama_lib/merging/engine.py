@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 
 from .methods import METHODS, MergeMethod
 from ..merging.methods._base import magnitude_prune, random_prune  # noqa: F401  (re-exported)
+from ..errors import MergeError  # noqa: F401  (defined in errors.py)
 
 Tensor = torch.Tensor
 
@@ -71,10 +72,6 @@ TOKENIZER_FILES = TOKENIZER_CONTENT_FILES + (
 # mergekit reads these per model (under each model's `parameters`); the rest are shared.
 _MERGEKIT_PER_MODEL = ("weight", "density")
 _NOT_IN_MERGEKIT = ("seed",)  # mergekit seeds its global RNG instead (mergekit-yaml --random-seed)
-
-
-class MergeError(ValueError):
-    """Models or settings that cannot be merged; the message is one line."""
 
 
 def get_method(name: str) -> MergeMethod:

@@ -18,6 +18,7 @@ from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.initialization import no_init_weights
+from ..errors import ModelFolderError  # noqa: F401  (defined in errors.py)
 
 LLAMA_MODEL_TYPES = ("llama", "hyperllama")
 
@@ -155,13 +156,6 @@ def new_model(config: LlamaConfig, seed: int) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     model = model_class(config)(config).float()
     return model.eval()
-
-
-class ModelFolderError(ValueError):
-    """A model folder is missing, incomplete or corrupted; the message names the file."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"ModelFolderError: {self}"]
 
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,

@@ -21,18 +21,12 @@ from transformers import AutoConfig
 from .. import artifacts, languages
 from . import modeling
 from ..params import Params
+from ..errors import ReleasedModelError  # noqa: F401  (defined in errors.py)
 
 ENGLISH_REPOS = {"1x": "liu-nlp/HyperLlama-180M-english-1x", "2x": "liu-nlp/HyperLlama-572M-english-2x"}
 SIZES = {"1x": "180M", "1x_cloned": "572M", "2x": "572M"}
 ALLOW_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
                   "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
-
-
-class ReleasedModelError(ValueError):
-    """A released model cannot be used here; the message names the repo."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"ReleasedModelError: {self}"]
 
 
 def pattern_fields(setup: str, lang: str) -> dict[str, str]:

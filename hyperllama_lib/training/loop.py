@@ -45,6 +45,7 @@ from . import distributed
 from ..models import modeling
 from ..corpus.packing import PackedTokens
 from ..params import ParamError, Params
+from ..errors import DiskSpaceError, NonFiniteLossError, TooLittleDataError, TrainingError  # noqa: F401  (defined in errors.py)
 
 RESUME_DIR = "resume"
 RESUME_FORMAT = 1
@@ -54,25 +55,6 @@ RESUME_KEYS = ["seed", "seq_len", "micro_batch_size", "global_batch_size", "lr",
                "adam_eps", "weight_decay", "grad_clip", "warmup_steps", "decay_fraction",
                "checkpoint_every_tokens", "train_eval_every_tokens", "train_eval_max_bytes", "precision",
                "eval_batch_size"]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on; the message says where and what to do (one line in notebooks too)."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"{type(self).__name__}: {self}"]
-
-
-class NonFiniteLossError(TrainingError, FloatingPointError):
-    pass
-
-
-class TooLittleDataError(TrainingError, ValueError):
-    pass
-
-
-class DiskSpaceError(TrainingError, OSError):
-    pass
 
 
 def resolve_device(p: Params) -> torch.device:
