@@ -1,4 +1,4 @@
-"""Tests of hyperllama_lib.corpus: reading, dedup, decontamination, splits, code, Hub loaders."""
+"""Tests of hyperllama_lib.corpus: reading, dedup, decontamination, splits, code, Hub streams."""
 from __future__ import annotations
 
 import gzip
@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_data
 from hyperllama_lib import corpus
-from hyperllama_lib.corpus.documents import DataError, Document
+from hyperllama_lib.corpus import Document
+from hyperllama_lib.errors import DataError
 from hyperllama_lib.languages import LANGUAGES
 
 
 def real_data_dir() -> Path:
-    data = corpus.default_data_dir()
+    data = shared_data()
     if not (data / "text").is_dir():
         pytest.skip(f"reference data not found at {data}: set HYPERLLAMA_DATA to the shared data folder")
     return data
@@ -199,7 +201,7 @@ def test_code_documents():
     assert [d.source for d in corpus.code_documents(200_000, seed=1)] != [d.source for d in docs]
 
 
-# ---------------------------------------------------------------- Hub loaders (mocked)
+# ---------------------------------------------------------------- Hub streams (mocked)
 
 
 class FakeLoad:
@@ -224,43 +226,22 @@ def fake_hub(monkeypatch):
     return install
 
 
-def test_load_fineweb2(fake_hub):
+def test_stream_documents(fake_hub):
     fake = fake_hub([{"text": "Tere  maailm.\nTeine rida", "id": "1"}, {"text": "  "}, {"text": "Kolmas"}])
-    docs = corpus.load_fineweb2("estonian")
+    docs = list(corpus.stream_documents("estonian", seed=0))
     assert fake.calls == [("HuggingFaceFW/fineweb-2", LANGUAGES["est"].fineweb2_subset, "train", True)]
-    assert [(d.text, d.lang) for d in docs] == [("Tere maailm. Teine rida", "est"), ("Kolmas", "est")]
-    assert len(corpus.load_fineweb2("est", max_docs=1)) == 1
-    assert len(corpus.load_fineweb2("est", max_chars=5)) == 1  # the first document crosses 5 chars
-    with pytest.raises(ValueError, match="load_smollm_english"):
-        corpus.load_fineweb2("eng")
-
-
-def test_load_smollm_english(fake_hub):
-    fake = fake_hub([{"text": "An  education page."}, {"text": "Another."}])
-    docs = corpus.load_smollm_english(max_docs=5)
+    assert sorted((d.text, d.lang) for d in docs) == [("Kolmas", "est"), ("Tere maailm. Teine rida", "est")]
+    fake = fake_hub([{"text": "An  education page."}])
+    assert [d.text for d in corpus.stream_documents("eng", seed=0)] == ["An education page."]
     assert fake.calls == [("HuggingFaceTB/smollm-corpus", "fineweb-edu-dedup", "train", True)]
-    assert [(d.text, d.lang) for d in docs] == [("An education page.", "eng"), ("Another.", "eng")]
-
-
-def test_load_python_edu(fake_hub):
-    fake = fake_hub([{"blob_id": "abc", "text": "def f():\n    return 1\n"}])
-    docs = corpus.load_python_edu()
+    fake = fake_hub([{"blob_id": "a"}, {"blob_id": "b"}, {"blob_id": "c", "text": "x = 1\n"}])
+    code = {"a": "def f():\n    return 1\n", "b": None}  # b: not UTF-8, skipped
+    docs = list(corpus.stream_documents("code", seed=0, fetch=code.get))
     assert fake.calls == [("HuggingFaceTB/smollm-corpus", "python-edu", "train", True)]
-    assert docs[0].text == "def f():\n    return 1" and docs[0].lang == "code"
-    fake_hub([{"blob_id": "abc", "repo_name": "x/y", "path": "a.py"}])
-    with pytest.raises(DataError, match="no 'text' field.*Software Heritage"):
-        corpus.load_python_edu()
-
-
-def test_load_blimp_hub(fake_hub):
-    row = {
-        "sentence_good": "Who ran?", "sentence_bad": "Who ran him?", "UID": "wh_island",
-        "field": "syntax", "linguistics_term": "island_effects", "pairID": 7, "extra": True,
-    }
-    fake = fake_hub([row])
-    rows = corpus.load_blimp_hub("wh_island")
-    assert fake.calls == [("nyu-mll/blimp", "wh_island", "train", True)]
-    assert rows == [{k: row[k] for k in corpus.BLIMP_FIELDS} | {"pairID": "7"}]
+    assert sorted(d.text for d in docs) == ["def f():\n    return 1", "x = 1"] and docs[0].lang == "code"
+    fake_hub([{"id": "1"}])
+    with pytest.raises(DataError, match="no 'text' field"):
+        list(corpus.stream_documents("fao", seed=0))
 
 
 # ---------------------------------------------------------------- real reference data

@@ -14,9 +14,8 @@ import pytest
 
 from hyperllama_lib import corpus
 from hyperllama_lib.pipeline import data
-from hyperllama_lib.corpus import packing
+from hyperllama_lib.corpus import Document, hub, packing
 from hyperllama_lib.corpus import tokenizer as tok_lib
-from hyperllama_lib.corpus.documents import Document
 from hyperllama_lib.params import load_params
 
 LANGS = ["fao", "isl"]
@@ -85,7 +84,7 @@ def hub_run(tmp_path_factory):
     evals = {lang: {corpus.dedup_key(x) for x in _lines(data_dir, lang)[::50] if x.strip()} for lang in ["eng", *LANGS]}
     fetched: list = []
     mp.setattr(datasets, "load_dataset", load_dataset)
-    mp.setattr(corpus, "fetch_software_heritage", lambda b: fetched.append(b) or _fetch(b))
+    mp.setattr(hub, "fetch_software_heritage", lambda b: fetched.append(b) or _fetch(b))
     mp.setattr(data, "eval_keys", lambda p, lang: evals[lang])
     mp.setattr(data, "build_multiblimp", lambda p, dp, log: [])  # covered by test_data_step; slow
     run = tmp_path_factory.mktemp("hub")

@@ -18,7 +18,7 @@ from hyperllama_lib import artifacts, corpus, training
 from hyperllama_lib.models import modeling
 from hyperllama_lib.corpus import packing
 from hyperllama_lib.corpus import tokenizer as tok_lib
-from hyperllama_lib.corpus.documents import DataError
+from hyperllama_lib.errors import DataError
 from hyperllama_lib.models.modeling import ModelFolderError
 from hyperllama_lib.params import ParamError, load_params
 from test_resume import tiny_model, tiny_params, tiny_stage, toy_tokenizer

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_data
 from hyperllama_lib import corpus
 from hyperllama_lib.corpus import tokenizer as T
 
@@ -70,7 +71,7 @@ def test_save_and_load_llama3(llama3, tmp_path: Path):
 
 
 def _training_texts() -> list[str]:
-    data = corpus.default_data_dir()
+    data = shared_data()
     if (data / "udhr").is_dir():
         return [line for code in ("eng", "isl", "fas") for line in corpus.udhr_lines(data, code)]
     return SAMPLES * 20

@@ -87,7 +87,7 @@ def test_too_little_data_is_a_clear_error(tmp_path, data_dir):
 
 
 def test_chunk_code_cuts_at_top_level_lines():
-    from hyperllama_lib.corpus.documents import Document, chunk_code
+    from hyperllama_lib.corpus import Document, chunk_code
     text = "import os\n\ndef a():\n    return 1\n\n\ndef b():\n    x = (1,\n2)\n    return x\n\nclass C:\n    pass\n"
     pieces = chunk_code([Document(text, "code", "m.py")], max_chars=10)
     assert [d.source for d in pieces] == ["m.py#0", "m.py#1", "m.py#2", "m.py#3"]

@@ -220,9 +220,6 @@ class Manifest:
                 return problem
         return None
 
-    def is_done(self, step: str, fp: str) -> bool:
-        return self.check(step, fp) is None
-
     def record(self, step: str, fp: str, params: dict[str, Any], outputs: list[Path],
                started: float, extra: dict[str, Any] | None = None) -> None:
         rel = [self.relative(o) for o in outputs]
@@ -247,11 +244,6 @@ class Manifest:
         except ValueError:
             raise ValueError(f"output {path} lies outside the run directory {self.run_dir}") from None
 
-    def set_top(self, key: str, value: Any) -> None:
-        with self._locked():
-            data = self.read()
-            data[key] = value
-            atomic_write_json(self.path, data)
 
 
 class Step:

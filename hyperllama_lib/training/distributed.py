@@ -96,13 +96,6 @@ def mean(value: float, device) -> float:
     return float(t.item()) / dist.get_world_size()
 
 
-def on_main(work):
-    """Run `work()` on rank 0 only (e.g. a step that writes files), then let every rank go on."""
-    result = work() if is_main() else None
-    barrier()
-    return result
-
-
 # -- wrapping the model ------------------------------------------------------------------------------
 
 def wrap(model, kind: str, device):

@@ -123,11 +123,6 @@ class Stage:
     save_checkpoints: bool = True
 
 
-def stream_steps(tokens: Path, p: Params) -> int:
-    """Optimiser steps in one pass over a packed stream."""
-    return PackedTokens(tokens).num_blocks(p.seq_len) // p.global_batch_size
-
-
 def _batch(data: PackedTokens, first_block: int, n: int, seq_len: int, n_blocks: int) -> torch.Tensor:
     rows = [data.block((first_block + i) % n_blocks, seq_len) for i in range(n)]
     return torch.from_numpy(np.stack(rows).astype(np.int64))
