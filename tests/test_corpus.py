@@ -15,7 +15,9 @@ from hyperllama_lib.languages import LANGUAGES
 
 
 def real_data_dir() -> Path:
-    data = corpus.default_data_dir()
+    from conftest import shared_data
+
+    data = shared_data()
     if not (data / "text").is_dir():
         pytest.skip(f"reference data not found at {data}: set HYPERLLAMA_DATA to the shared data folder")
     return data

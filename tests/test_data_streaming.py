@@ -85,7 +85,7 @@ def hub_run(tmp_path_factory):
     evals = {lang: {corpus.dedup_key(x) for x in _lines(data_dir, lang)[::50] if x.strip()} for lang in ["eng", *LANGS]}
     fetched: list = []
     mp.setattr(datasets, "load_dataset", load_dataset)
-    mp.setattr(corpus, "fetch_software_heritage", lambda b: fetched.append(b) or _fetch(b))
+    mp.setattr(corpus.documents, "fetch_software_heritage", lambda b: fetched.append(b) or _fetch(b))
     mp.setattr(data, "eval_keys", lambda p, lang: evals[lang])
     mp.setattr(data, "build_multiblimp", lambda p, dp, log: [])  # covered by test_data_step; slow
     run = tmp_path_factory.mktemp("hub")
