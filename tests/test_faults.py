@@ -229,7 +229,7 @@ def test_big_files_skip_on_size_and_mtime_unless_full_verification(tmp_path, mon
     f.write_bytes(b"b" * 1000)  # same size; restore the mtime, as a silent disk error would leave it
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert "differs" in artifacts.verify_tree(f, recorded)  # small: always hashed
-    monkeypatch.setattr(artifacts, "FULL_HASH_MAX_BYTES", 100)
+    monkeypatch.setattr(artifacts.manifest, "FULL_HASH_MAX_BYTES", 100)
     assert artifacts.verify_tree(f, recorded) is None  # big: size + mtime only
     monkeypatch.setenv(artifacts.VERIFY_ENV, "full")
     assert "differs" in artifacts.verify_tree(f, recorded)
