@@ -17,9 +17,8 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/hyperllama"):
 if "google.colab" in sys.modules:
     sys.path.insert(0, "/content/hyperllama")  # the editable install is seen only after a restart
     os.chdir("/content/hyperllama/notebooks")"""
-SETUP = """import hyperllama_lib as hl
-from hyperllama_lib import params
-from hyperllama_lib.pipeline import {steps}
+SETUP = """from hyperllama_lib import params
+from hyperllama_lib.pipeline import layout, {steps}
 from IPython.display import Markdown, display
 
 P = params.from_notebook(globals())  # YAML of the scale + papermill -p overrides; stops on anything unknown
@@ -101,7 +100,7 @@ ungrammatical sentence):"""),
 from hyperllama_lib.evaluation import pair_sources
 pd.set_option("display.max_colwidth", 120)
 for lang in counts.lang:
-    pairs = pair_sources.load_multiblimp_local(data.paths(P).multiblimp(lang), lang=lang)
+    pairs = pair_sources.load_multiblimp_local(layout.of(P).data.multiblimp(lang), lang=lang)
     display(Markdown(f"**{lang}**: {len(pairs)} pairs"))
     display(pairs.sample(n=min(20, len(pairs)), random_state=P.seed)[
         ["paradigm", "grammatical_feature", "ungrammatical_feature", "child", "verb", "wrong_verb", "good"]])"""),
@@ -190,7 +189,7 @@ PARAMS,
 merges"""),
 ("md", """Each merged folder records what was merged how (`merge.json`) and, for mergekit's methods, the
 mergekit configuration that reproduces it (`mergekit-yaml mergekit_config.yml OUT`):"""),
-("code", """example = merge.merged_model(P, P.setups[0], P.merge_methods[0])
+("code", """example = layout.of(P).merged_model(P.setups[0], P.merge_methods[0])
 print((example / "merge.json").read_text())
 if (example / "mergekit_config.yml").exists():
     print((example / "mergekit_config.yml").read_text())"""),
