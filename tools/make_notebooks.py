@@ -1,4 +1,7 @@
-"""Writes notebooks/*.ipynb (without outputs) from the cell sources below: edit here, run, commit both."""
+"""Writes notebooks/*.ipynb (without outputs) from the cell sources below: edit here, run, commit both.
+
+The notebooks are generated: an edit made in JupyterLab is overwritten by the next run of this script, and
+tests/test_notebooks.py fails while the committed notebooks differ from what it writes."""
 import tomllib
 from pathlib import Path
 
@@ -318,7 +321,18 @@ and table with a sentence of interpretation."""),
     display(T["findings"])"""),
 ],
 }
-OUT.mkdir(exist_ok=True)
-for name, cells in books.items():
-    nbf.write(nb(name, cells), OUT / f"{name}.ipynb")
-print("ok")
+
+
+def write(out: Path = OUT) -> list[Path]:
+    """Write every notebook into `out`; tests/test_notebooks.py compares them with the committed ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, cells in books.items():
+        written.append(out / f"{name}.ipynb")
+        nbf.write(nb(name, cells), written[-1])
+    return written
+
+
+if __name__ == "__main__":
+    write()
+    print(f"wrote {len(books)} notebooks to {OUT}")
