@@ -4,7 +4,7 @@ import gzip
 import pandas as pd
 
 from hyperllama_lib import corpus
-from hyperllama_lib.pipeline import data
+from hyperllama_lib.pipeline import data, layout
 from hyperllama_lib.corpus import packing
 from hyperllama_lib.params import load_params
 
@@ -35,7 +35,7 @@ def test_hub_path_with_the_hub_mocked(tmp_path, data_dir, monkeypatch):
                                                                   "swe_Latn")} | {("HuggingFaceTB/smollm-corpus",
                                                                                    "fineweb-edu-dedup")}
     assert all(split == "train" and streaming for _, _, split, streaming in calls)
-    dp = data.paths(p)
+    dp = layout.of(p).data
     for name in ["est", "fao", "isl", "fas", "swe", "multilingual", "seed", "base"]:
         assert len(packing.PackedTokens(dp.train(name))) > 0
     assert set(stats.lang.head(5)) == {"est", "fao", "isl", "fas", "swe"}
@@ -53,7 +53,7 @@ def test_local_smoke_data_step(tmp_path, data_dir):
     assert all(0 < stats.loc[lang, "replay_share_samples"] < 0.2 for lang in langs)
     # MultiBLiMP pairs built from held-out UD files for English and every target language, with counts;
     # their sentences are evaluation keys, so no training document contains them
-    dp = data.paths(p)
+    dp = layout.of(p).data
     counts = data.load_multiblimp_counts(p).set_index("lang")
     assert list(counts.index) == ["eng", *langs] and (counts.total > 0).all()
     assert dp.multiblimp_counts.with_suffix(".md").exists()
@@ -68,5 +68,5 @@ def test_local_smoke_data_step(tmp_path, data_dir):
     q = load_params("smoke", {"run_dir": str(tmp_path / "again")})
     data.prepare(q, log=lambda m: None)
     for name in ["est", "multilingual", "seed"]:
-        assert dp.train(name).read_bytes() == data.paths(q).train(name).read_bytes()
+        assert dp.train(name).read_bytes() == layout.of(q).data.train(name).read_bytes()
     assert isinstance(stats, pd.DataFrame)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hyperllama_lib import corpus
-from hyperllama_lib.pipeline import data
+from hyperllama_lib.pipeline import data, layout
 from hyperllama_lib.corpus import Document, hub, packing
 from hyperllama_lib.corpus import tokenizer as tok_lib
 from hyperllama_lib.params import load_params
@@ -95,9 +95,9 @@ def hub_run(tmp_path_factory):
         stats = data.prepare(p, log=lambda m: None).set_index("lang")
     finally:
         mp.undo()
-    tok = tok_lib.load_tokenizer(data.paths(p).tokenizer)
+    tok = tok_lib.load_tokenizer(layout.of(p).data.tokenizer)
     return {"p": p, "stats": stats, "calls": calls, "fetched": fetched, "evals": evals, "tok": tok,
-            "data_dir": data_dir, "dp": data.paths(p)}
+            "data_dir": data_dir, "dp": layout.of(p).data}
 
 
 def _docs(path: Path) -> list[tuple[int, ...]]:

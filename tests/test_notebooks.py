@@ -1,6 +1,7 @@
 """Every notebook under papermill at smoke scale, through `hyperllama reproduce` (killed once while it
 trains, then resumed), then the re-run and error paths. The smoke run, on two languages, is shared by
 the module (it takes about three minutes: most of it is starting 18 notebook kernels)."""
+import importlib.util
 import json
 import signal
 import subprocess
@@ -68,6 +69,19 @@ def test_notebooks_are_committed_without_outputs():
         assert all(not c.outputs and c.execution_count is None for c in code), name
         assert any("parameters" in c.metadata.get("tags", []) for c in code), name
         assert any(c.cell_type == "markdown" for c in book.cells), name
+
+
+def test_committed_notebooks_are_what_the_generator_writes(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_notebooks", REPO / "tools" / "make_notebooks.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    written = generator.write(tmp_path)
+    assert sorted(p.stem for p in written) == NOTEBOOKS
+    for path in written:
+        committed = REPO / "notebooks" / path.name
+        assert committed.read_text() == path.read_text(), (
+            f"{committed} differs from what tools/make_notebooks.py writes: edit the generator (not the "
+            "notebook), run `python tools/make_notebooks.py` and commit both")
 
 
 def test_reproduce_runs_every_notebook(smoke_run):

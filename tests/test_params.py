@@ -109,7 +109,7 @@ def test_eval_models_names_a_group_or_stops_with_the_choices():
 
 def test_paper_params_pin_each_number_of_the_facts():
     """Every number of ../shared/paper/FACTS.md that a parameter carries, against params/paper.yaml as loaded."""
-    from hyperllama_lib.pipeline import cpt, merge, upscale
+    from hyperllama_lib.pipeline import cpt, layout, upscale
     p = load_params("paper", need_data=False)
     # models: the 180M shape, GeGLU, Llama-3 vocabulary, init std 1/sqrt(576), context 2048, cloned x2
     config = upscale.model_config(p, vocab_size=128_256, bos=128_000, eos=128_001)
@@ -140,7 +140,7 @@ def test_paper_params_pin_each_number_of_the_facts():
     # merging: the five methods over 26 subsets and 3 setups (390 merges), weight 1, density 0.5, normalized, fp16
     assert sorted(p.merge_methods) == ["dare_ties", "linear", "multislerp", "task_arithmetic", "ties"]
     assert (p.merge_weight, p.merge_density, p.merge_normalize, p.merge_dtype) == (1.0, 0.5, True, "float16")
-    assert len(p.merge_methods) * len(merge.subsets(p)) * len(p.setups) == 390
+    assert len(p.merge_methods) * len(layout.merge_subsets(p)) * len(p.setups) == 390
 
 
 def test_small_t4_is_the_small_scale_in_fp16_and_builds_its_models(data_dir):

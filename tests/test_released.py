@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 import hyperllama_lib  # noqa: F401  (registers hyperllama)
 from hyperllama_lib import artifacts
 from hyperllama_lib.models import cloning, released
-from hyperllama_lib.pipeline import cpt, data, evaluate, merge, upscale
+from hyperllama_lib.pipeline import cpt, evaluate, layout, merge, upscale
 from hyperllama_lib.models.modeling import HyperLlamaForCausalLM, count_parameters, new_model, smollm2_config
 from hyperllama_lib.params import ParamError, load_params
 
@@ -101,9 +101,9 @@ def smoke(tmp_path, **overrides):
 
 def fake_data_step(p, vocab_size: int = 97) -> None:
     """01_data's record as far as fetching reads it: the plan (vocabulary, CPT steps)."""
-    plan = data.paths(p).plan
+    plan = layout.of(p).data.plan
     artifacts.atomic_write_json(plan, {"vocab_size": vocab_size, "cpt_steps": {"est": 7, "fao": 3}})
-    with artifacts.Step(p.run_path, data.STEP, {"fake": True}) as s:
+    with artifacts.Step(p.run_path, layout.DATA_STEP, {"fake": True}) as s:
         s.outputs = [plan]
 
 
@@ -124,10 +124,10 @@ def test_hub_mode_fills_the_pipeline_paths_and_manifest(tmp_path, hub):
     assert english.clone_max_logit_difference.dropna().max() < 1e-4
     manifest = artifacts.Manifest(p.run_path)
     for setup, source in sources.items():
-        entry = manifest.entry(f"english/{upscale.BASE_FOR_SETUP[setup]}")
+        entry = manifest.entry(f"english/{layout.BASE_FOR_SETUP[setup]}")
         assert (entry["repo_id"], entry["revision"], entry["commit"]) == (released.ENGLISH_REPOS[setup], "main", COMMIT)
         with torch.no_grad():
-            assert torch.equal(AutoModelForCausalLM.from_pretrained(str(upscale.base_model(p, setup)))(ids()).logits,
+            assert torch.equal(AutoModelForCausalLM.from_pretrained(str(layout.of(p).base_model(setup)))(ids()).logits,
                                source(ids()).logits)
     assert manifest.entry("english/seed") is None
 
@@ -165,7 +165,7 @@ def test_a_release_with_only_pickled_weights_is_refused_in_one_line(tmp_path, hu
         upscale.run(p)
     message = str(err.value)
     assert "\n" not in message and message.startswith("someone/bin-only: ") and "no *.safetensors" in message
-    assert not upscale.base_model(p, "1x").exists()
+    assert not layout.of(p).base_model("1x").exists()
     assert artifacts.Manifest(p.run_path).entry("english/base_1x") is None
 
 

@@ -307,7 +307,7 @@ def test_real_treebanks_give_pairs_from_heldout_files_only(real_pairs):
 
 
 def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, unimorph, monkeypatch):
-    from hyperllama_lib.pipeline import data, evaluate
+    from hyperllama_lib.pipeline import data, evaluate, layout
     from hyperllama_lib.params import load_params
 
     built = build(tmp_path, unimorph, conllu(dog()))
@@ -315,11 +315,11 @@ def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, u
     released.mkdir()
     p = load_params("smoke", {"run_dir": str(tmp_path / "run"), "multiblimp_dir": str(released)}, need_data=False)
     for lang in ("est", "fao"):
-        ud_pairs.write_data_tsv(built.pairs.assign(lang=lang), data.paths(p).multiblimp(lang))
+        ud_pairs.write_data_tsv(built.pairs.assign(lang=lang), layout.of(p).data.multiblimp(lang))
     ud_pairs.write_data_tsv(built.pairs.assign(lang="est"), released / "est" / "data.tsv")
     sources = {lang: source for lang, (_, source) in evaluate.multiblimp_pairs(p, log=lambda m: None).items()}
     assert sources == {"est": "released", "fao": "built"}
-    assert data.multiblimp_files(p, "est") == [data.paths(p).multiblimp("est"), released / "est" / "data.tsv"]
+    assert data.multiblimp_files(p, "est") == [layout.of(p).data.multiblimp("est"), released / "est" / "data.tsv"]
 
     def hub(lang, **kw):
         if lang != "fao":
@@ -332,10 +332,10 @@ def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, u
 
 
 def test_no_treebank_gives_an_empty_counts_table(tmp_path):
-    from hyperllama_lib.pipeline import data
+    from hyperllama_lib.pipeline import data, layout
     from hyperllama_lib.params import load_params
 
     p = load_params("smoke", {"run_dir": str(tmp_path / "run"), "data_dir": str(tmp_path)}, need_data=False)
-    written = data.build_multiblimp(p, data.paths(p), log=lambda m: None)
-    assert written == [data.paths(p).multiblimp_counts, data.paths(p).multiblimp_counts.with_suffix(".md")]
-    assert data.load_multiblimp_counts(p).empty and not data.paths(p).multiblimp("est").exists()
+    written = data.build_multiblimp(p, layout.of(p).data, log=lambda m: None)
+    assert written == [layout.of(p).data.multiblimp_counts, layout.of(p).data.multiblimp_counts.with_suffix(".md")]
+    assert data.load_multiblimp_counts(p).empty and not layout.of(p).data.multiblimp("est").exists()

@@ -1,4 +1,7 @@
-"""Writes notebooks/*.ipynb (without outputs) from the cell sources below: edit here, run, commit both."""
+"""Writes notebooks/*.ipynb (without outputs) from the cell sources below: edit here, run, commit both.
+
+The notebooks are generated: an edit made in JupyterLab is overwritten by the next run of this script, and
+tests/test_notebooks.py fails while the committed notebooks differ from what it writes."""
 import tomllib
 from pathlib import Path
 
@@ -17,9 +20,8 @@ if "google.colab" in sys.modules and not os.path.isdir("/content/hyperllama"):
 if "google.colab" in sys.modules:
     sys.path.insert(0, "/content/hyperllama")  # the editable install is seen only after a restart
     os.chdir("/content/hyperllama/notebooks")"""
-SETUP = """import hyperllama_lib as hl
-from hyperllama_lib import params
-from hyperllama_lib.pipeline import {steps}
+SETUP = """from hyperllama_lib import params
+from hyperllama_lib.pipeline import layout, {steps}
 from IPython.display import Markdown, display
 
 P = params.from_notebook(globals())  # YAML of the scale + papermill -p overrides; stops on anything unknown
@@ -101,7 +103,7 @@ ungrammatical sentence):"""),
 from hyperllama_lib.evaluation import pair_sources
 pd.set_option("display.max_colwidth", 120)
 for lang in counts.lang:
-    pairs = pair_sources.load_multiblimp_local(data.paths(P).multiblimp(lang), lang=lang)
+    pairs = pair_sources.load_multiblimp_local(layout.of(P).data.multiblimp(lang), lang=lang)
     display(Markdown(f"**{lang}**: {len(pairs)} pairs"))
     display(pairs.sample(n=min(20, len(pairs)), random_state=P.seed)[
         ["paradigm", "grammatical_feature", "ungrammatical_feature", "child", "verb", "wrong_verb", "good"]])"""),
@@ -190,7 +192,7 @@ PARAMS,
 merges"""),
 ("md", """Each merged folder records what was merged how (`merge.json`) and, for mergekit's methods, the
 mergekit configuration that reproduces it (`mergekit-yaml mergekit_config.yml OUT`):"""),
-("code", """example = merge.merged_model(P, P.setups[0], P.merge_methods[0])
+("code", """example = layout.of(P).merged_model(P.setups[0], P.merge_methods[0])
 print((example / "merge.json").read_text())
 if (example / "mergekit_config.yml").exists():
     print((example / "mergekit_config.yml").read_text())"""),
@@ -319,7 +321,18 @@ and table with a sentence of interpretation."""),
     display(T["findings"])"""),
 ],
 }
-OUT.mkdir(exist_ok=True)
-for name, cells in books.items():
-    nbf.write(nb(name, cells), OUT / f"{name}.ipynb")
-print("ok")
+
+
+def write(out: Path = OUT) -> list[Path]:
+    """Write every notebook into `out`; tests/test_notebooks.py compares them with the committed ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, cells in books.items():
+        written.append(out / f"{name}.ipynb")
+        nbf.write(nb(name, cells), written[-1])
+    return written
+
+
+if __name__ == "__main__":
+    write()
+    print(f"wrote {len(books)} notebooks to {OUT}")

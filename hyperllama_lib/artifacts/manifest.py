@@ -1,15 +1,9 @@
-"""Run directories, atomic writes, and the manifest that lets finished steps be skipped.
+"""The manifest that lets finished steps be skipped (the run directory's layout: pipeline/layout.py).
 
-Layout of a run (one per scale): `runs/<scale>/`
-    manifest.json          one entry per finished step: fingerprint, parameters, outputs, code version
-    data/                  01_data: tokenizer, packed token files, held-out text, statistics
-    models/english/        02_upscale: seed, seed_x2, base_1x, base_2x, base_1x_cloned
-    models/cpt/<setup>/<lang>/   03_cpt: final/, checkpoints/step_N/, train_log.csv, curve.csv
-    models/merged/<setup>/<method>/   04_merge
-    results/               05_eval: tidy result rows
-A step is done when the manifest has its entry with the same fingerprint and its outputs match the
-content hashes recorded with it (see `verify_tree`); otherwise it is redone. The fingerprint hashes
-the step's parameters and the fingerprints of the steps it reads.
+`manifest.json` has one entry per finished step: fingerprint, parameters, outputs, their content
+hashes and the code version. A step is done when the manifest has its entry with the same fingerprint
+and its outputs match the content hashes recorded with it (see `verify_tree`); otherwise it is redone.
+The fingerprint hashes the step's parameters and the fingerprints of the steps it reads.
 """
 from __future__ import annotations
 

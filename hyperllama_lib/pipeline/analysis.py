@@ -23,7 +23,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from .. import artifacts, languages
-from . import cpt, data, evaluate, report  # noqa: E402
+from . import cpt, evaluate, layout, report  # noqa: E402
 from ..params import MissingInputError, Params  # noqa: E402
 
 SETUP_ORDER = ["1x", "1x_cloned", "2x"]
@@ -37,7 +37,7 @@ DPI = 150
 # -- rows: collect, write, read back ----------------------------------------------------------------
 
 def data_table(p: Params) -> pd.DataFrame:
-    stats = pd.read_csv(data.paths(p).stats).convert_dtypes()
+    stats = pd.read_csv(layout.of(p).data.stats).convert_dtypes()
     cols = ["lang", "docs_raw", "duplicates_removed", "decontaminated", "heldout_overlap_removed", "train_docs",
             "heldout_docs", "train_chars", "train_tokens", "unimax_chars", "epochs", "target_tokens",
             "replay_tokens", "replay_share_samples", "stream_tokens", "steps"]

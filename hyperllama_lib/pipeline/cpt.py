@@ -5,32 +5,19 @@ the authors' adapted models are fetched instead (released.py)."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pandas as pd
 
 from .. import artifacts, languages, training
-from . import data, upscale
+from . import data, layout, upscale
 from ..models import modeling, released
 from ..corpus import tokenizer as tok_lib
 from ..params import MissingInputError, Params
 
 
-def cpt_dir(p: Params, setup: str, lang: str) -> Path:
-    return p.run_path / "models" / "cpt" / setup / lang
-
-
-def final_model(p: Params, setup: str, lang: str) -> Path:
-    return cpt_dir(p, setup, lang) / "final"
-
-
-def step_name(setup: str, lang: str) -> str:
-    return f"cpt/{setup}/{lang}"
-
-
 def eval_texts(p: Params, lang: str) -> dict[str, list[str]]:
     """Held-out text watched during training: the target language(s) and English (forgetting)."""
-    dp = data.paths(p)
+    dp = layout.of(p).data
     langs = list(p.langs) if lang == languages.MULTILINGUAL else [lang]
     per_lang = p.train_eval_max_bytes // len(langs)
     texts = {code: data.read_texts(dp.heldout(code), per_lang) for code in langs}
@@ -46,17 +33,18 @@ def stage_params(p: Params, lang: str) -> Params:
 
 
 def _train(p: Params, setup: str, lang: str, steps: int, data_fp: str, log) -> None:
-    base_fp = upscale.require_step(p, f"english/{upscale.BASE_FOR_SETUP[setup]}", "02_upscale")
+    where = layout.of(p)
+    base_fp = layout.require(p, where.base_step(setup))
     params = {**p.subset(upscale.TRAIN_KEYS), "lang": lang, "setup": setup, "steps": steps}
-    with artifacts.Step(p.run_path, step_name(setup, lang), params, [data_fp, base_fp], log=log) as s:
+    with artifacts.Step(p.run_path, where.cpt_step(setup, lang), params, [data_fp, base_fp], log=log) as s:
         if s.todo:
-            model = modeling.load_model(upscale.base_model(p, setup))
-            tok = tok_lib.load_tokenizer(data.paths(p).tokenizer)
-            stage = training.Stage(name=f"{setup}-{lang}", tokens=data.paths(p).train(lang),
-                                   out_dir=cpt_dir(p, setup, lang), steps=steps, eval_texts=eval_texts(p, lang))
+            model = modeling.load_model(where.base_model(setup))
+            tok = tok_lib.load_tokenizer(where.data.tokenizer)
+            stage = training.Stage(name=f"{setup}-{lang}", tokens=where.data.train(lang),
+                                   out_dir=where.cpt_dir(setup, lang), steps=steps, eval_texts=eval_texts(p, lang))
             s.extra = training.train(model, tok, stage, p, log=log)
-            checkpoints = cpt_dir(p, setup, lang) / "checkpoints"  # 05_eval scores them: hash them too
-            s.outputs = [final_model(p, setup, lang), cpt_dir(p, setup, lang) / "curve.csv",
+            checkpoints = where.cpt_checkpoints(setup, lang)  # 05_eval scores them: hash them too
+            s.outputs = [where.cpt_model(setup, lang), where.cpt_curve(setup, lang),
                          *([checkpoints] if checkpoints.is_dir() else [])]
 
 
@@ -64,19 +52,20 @@ def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log
     lang = lang or p.lang
     if lang is None:
         raise MissingInputError("03_cpt needs a language: -p lang persian (or multilingual)")
-    data_fp = upscale.require_step(p, data.STEP, "01_data")
+    data_fp = layout.require(p, layout.DATA_STEP)
+    where = layout.of(p)
     plan = data.load_plan(p)
     steps = plan["cpt_steps"][lang]
     rows = []
     p = stage_params(p, lang)
     for setup in setups or p.setups:
         if p.models_from == "hub":
-            released.fetch_step(p, step_name(setup, lang), setup, lang, final_model(p, setup, lang),
+            released.fetch_step(p, where.cpt_step(setup, lang), setup, lang, where.cpt_model(setup, lang),
                                 plan["vocab_size"], steps=steps, log=log)
         else:
             _train(p, setup, lang, steps, data_fp, log)
-        training.remove_resume_states(cpt_dir(p, setup, lang))
-        entry = artifacts.Manifest(p.run_path).entry(step_name(setup, lang))
+        training.remove_resume_states(where.cpt_dir(setup, lang))
+        entry = artifacts.Manifest(p.run_path).entry(where.cpt_step(setup, lang))
         rows.append({"setup": setup, "lang": lang, "steps": entry["steps"], "tokens": entry["tokens"],
                      "flops_total": entry["flops_total"], "seconds": entry["seconds"],
                      **{f"bpb_{k}": v for k, v in entry["final_bpb"].items()}})
@@ -85,10 +74,10 @@ def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log
 
 def curves(p: Params) -> pd.DataFrame:
     """All checkpoint curves of all CPT runs: one row per (setup, lang, step, evaluated language)."""
-    frames = []
+    frames, where = [], layout.of(p)
     for setup in p.setups:
         for lang in [*p.langs, languages.MULTILINGUAL]:
-            f = cpt_dir(p, setup, lang) / "curve.csv"
+            f = where.cpt_curve(setup, lang)
             if f.exists():
                 frames.append(pd.read_csv(f).assign(setup=setup, trained_on=lang))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -32,6 +32,7 @@ from .. import artifacts, corpus, languages
 from ..corpus import packing, unimax
 from ..evaluation import pair_sources, ud_pairs
 from ..corpus import tokenizer as tok_lib
+from . import layout
 from ..params import MissingInputError, Params
 
 DATA_KEYS = [
@@ -40,51 +41,6 @@ DATA_KEYS = [
     "replay_code_fraction", "replay_reference_lang", "eval_pairs_files", "tokenizer", "bpe_vocab_size",
     "langs", "seq_len", "global_batch_size", "multiblimp_dir",
 ]
-STEP = "data"
-
-
-@dataclass
-class DataPaths:
-    root: Path
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.root / "tokenizer"
-
-    def train(self, name: str) -> Path:  # name: a target language, "multilingual", "seed" or "base"
-        return self.root / "train" / f"{name}.bin"
-
-    def docs(self, name: str) -> Path:  # hub path: every kept document once, with offsets
-        return self.root / "docs" / f"{name}.bin"
-
-    @property
-    def staging(self) -> Path:  # hub path: cleaned text between the stream and the tokenizer
-        return self.root / "staging"
-
-    def heldout(self, lang: str) -> Path:
-        return self.root / "heldout" / f"{lang}.txt"
-
-    def udhr(self, lang: str) -> Path:
-        return self.root / "udhr" / f"{lang}.txt"
-
-    def multiblimp(self, lang: str) -> Path:  # pairs built from the language's held-out UD files
-        return self.root / "multiblimp" / lang / "data.tsv"
-
-    @property
-    def multiblimp_counts(self) -> Path:  # pairs per language and phenomenon; also as .md beside it
-        return self.root / "multiblimp" / "counts.csv"
-
-    @property
-    def stats(self) -> Path:
-        return self.root / "stats.csv"
-
-    @property
-    def plan(self) -> Path:
-        return self.root / "plan.json"
-
-
-def paths(p: Params) -> DataPaths:
-    return DataPaths(p.run_path / "data")
 
 
 def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
@@ -132,7 +88,7 @@ def has_local_eval_data(p: Params) -> bool:
 def multiblimp_files(p: Params, lang: str) -> list[Path]:
     """The MultiBLiMP pairs of a language that exist: the ones built by this step and the released
     `<multiblimp_dir>/<iso>/data.tsv`."""
-    files = [paths(p).multiblimp(lang)]
+    files = [layout.of(p).data.multiblimp(lang)]
     if p.multiblimp_path is not None:
         files.append(p.multiblimp_path / lang / "data.tsv")
     return [f for f in files if f.is_file()]
@@ -203,9 +159,9 @@ def _write_text(path: Path, docs) -> None:
 
 def prepare(p: Params, log=print) -> pd.DataFrame:
     """Run 01_data (skipped when its outputs exist for the same parameters and data)."""
-    dp = paths(p)
+    dp = layout.of(p).data
     params = p.subset(DATA_KEYS)
-    with artifacts.Step(p.run_path, STEP, {**params, "data_hash": data_hash(p)}, log=log) as step:
+    with artifacts.Step(p.run_path, layout.DATA_STEP, {**params, "data_hash": data_hash(p)}, log=log) as step:
         if step.todo:
             pair_outputs = (_prepare_hub if p.data_source == "hub" else _prepare)(p, dp, log)
             step.outputs = pair_outputs + [dp.stats, dp.plan, dp.tokenizer, dp.train("seed"), dp.train("base"),
@@ -219,7 +175,7 @@ def _build_pairs(job: tuple) -> ud_pairs.Built:
     return ud_pairs.build_pairs(files, lang, unimorph, lexicon, seed=seed)
 
 
-def build_multiblimp(p: Params, dp: DataPaths, log=print) -> list[Path]:
+def build_multiblimp(p: Params, dp: layout.DataPaths, log=print) -> list[Path]:
     """MultiBLiMP-style pairs for English and every target language from their held-out UD files
     (`ud_pairs`), then the counts table; returns the files written. Languages without a treebank in
     the data folder (or hub runs without one) get no pairs."""
@@ -249,13 +205,13 @@ def build_multiblimp(p: Params, dp: DataPaths, log=print) -> list[Path]:
 
 
 def load_multiblimp_counts(p: Params) -> pd.DataFrame:
-    path = paths(p).multiblimp_counts
+    path = layout.of(p).data.multiblimp_counts
     if not path.exists():
         raise MissingInputError(f"no MultiBLiMP counts in {path}; run notebooks/01_data.ipynb first")
     return pd.read_csv(path)
 
 
-def _prepare(p: Params, dp: DataPaths, log) -> list[Path]:
+def _prepare(p: Params, dp: layout.DataPaths, log) -> list[Path]:
     rng = random.Random(p.seed)
     pair_outputs = build_multiblimp(p, dp, log)  # first: their sentences are removed from training text
     split: dict[str, tuple[list, list, dict]] = {}
@@ -360,7 +316,7 @@ def _prepare(p: Params, dp: DataPaths, log) -> list[Path]:
 
 
 def load_plan(p: Params) -> dict:
-    return json.loads(paths(p).plan.read_text())
+    return json.loads(layout.of(p).data.plan.read_text())
 
 
 # -- the Hub path: streamed, staged on disk, tokenised by a pool, mixed by document index ----------
@@ -426,7 +382,7 @@ def _staged_texts(path: Path):
         yield from batch
 
 
-def _stage_language(p: Params, dp: DataPaths, lang: str, keys: set[str], max_chars: float):
+def _stage_language(p: Params, dp: layout.DataPaths, lang: str, keys: set[str], max_chars: float):
     """Pass 1 for one language: returns (held-out documents, counts). Held-out candidates are
     decontaminated here, so the held-out set is the local rule's (smallest hashes among clean
     candidates); training documents are decontaminated in pass 2, in parallel."""
@@ -453,7 +409,7 @@ def _stage_language(p: Params, dp: DataPaths, lang: str, keys: set[str], max_cha
     return held.heldout(), {**counts, "decontaminated": held.rejected}
 
 
-def _stage_code(p: Params, dp: DataPaths) -> None:
+def _stage_code(p: Params, dp: layout.DataPaths) -> None:
     docs = _code_stream(p)
     if p.code_chunk_chars:
         docs = (piece for doc in docs for piece in corpus.chunk_code([doc], p.code_chunk_chars))
@@ -525,7 +481,7 @@ def tokenise_staged(staged: Path, out: Path, tok, vocab: int, eval_keys: set[str
                    {"decontaminated": removed[EVAL_TEXT], "heldout_overlap_removed": removed[HELDOUT_TEXT]})
 
 
-def _hub_tokenizer(p: Params, dp: DataPaths, names: list[str], keys: dict[str, set[str]]):
+def _hub_tokenizer(p: Params, dp: layout.DataPaths, names: list[str], keys: dict[str, set[str]]):
     """Llama-3, or a BPE trained on the staged training text as pass 2 will keep it."""
     if p.tokenizer == "llama3":
         return tok_lib.llama3_tokenizer()
@@ -566,7 +522,7 @@ def _sample(rng: np.random.Generator, pool: np.ndarray, k: int) -> np.ndarray:
     return rng.choice(pool, size=min(k, len(pool)), replace=False) if k else np.zeros(0, dtype=np.int64)
 
 
-def _prepare_hub(p: Params, dp: DataPaths, log) -> list[Path]:
+def _prepare_hub(p: Params, dp: layout.DataPaths, log) -> list[Path]:
     pair_outputs = build_multiblimp(p, dp, log)
     shutil.rmtree(dp.staging, ignore_errors=True)
     dp.staging.mkdir(parents=True)
@@ -609,7 +565,7 @@ def _prepare_hub(p: Params, dp: DataPaths, log) -> list[Path]:
     return pair_outputs
 
 
-def _mix_hub(p: Params, dp: DataPaths, docs: dict[str, DocFile], counts: dict, vocab: int) -> tuple[list, dict]:
+def _mix_hub(p: Params, dp: layout.DataPaths, docs: dict[str, DocFile], counts: dict, vocab: int) -> tuple[list, dict]:
     """Every stage's stream from the per-source token files; only document numbers are in memory.
     A document's global number is its index plus the documents of the sources before it."""
     rng = np.random.default_rng(p.seed)

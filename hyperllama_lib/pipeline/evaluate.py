@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import artifacts, evaluation, languages, training
-from . import cpt, data, merge, upscale
+from . import data, layout
 from ..models import modeling
 from ..evaluation import pair_sources
 from ..corpus import tokenizer as tok_lib
@@ -60,7 +60,7 @@ class ModelEntry:
 def _checkpoints(p: Params, entry: ModelEntry, info: dict) -> list[ModelEntry]:
     """The intermediate checkpoints of a CPT run, with their own step, tokens and FLOPs."""
     out = []
-    folder = cpt.cpt_dir(p, entry.setup, entry.trained_on) / "checkpoints"
+    folder = layout.of(p).cpt_checkpoints(entry.setup, entry.trained_on)
     for ckpt in sorted(folder.glob("step_*")) if folder.is_dir() else []:
         step = int(re.sub(r"\D", "", ckpt.name))
         frac = step / info["steps"]
@@ -74,36 +74,32 @@ def _checkpoints(p: Params, entry: ModelEntry, info: dict) -> list[ModelEntry]:
 
 def models(p: Params, checkpoints: bool = True) -> list[ModelEntry]:
     """Every model the run has produced so far (missing ones are not listed), checkpoints included."""
-    manifest = artifacts.Manifest(p.run_path)
+    manifest, where = artifacts.Manifest(p.run_path), layout.of(p)
     all_langs = [languages.ENGLISH, *p.langs]
     out = []
     for setup in p.setups:
-        base = upscale.BASE_FOR_SETUP[setup]
-        out.append(ModelEntry(base, "base", setup, languages.ENGLISH, upscale.base_model(p, setup),
-                              f"english/{base}", langs=all_langs))
+        base = layout.BASE_FOR_SETUP[setup]
+        out.append(ModelEntry(base, "base", setup, languages.ENGLISH, where.base_model(setup),
+                              where.base_step(setup), langs=all_langs))
         for lang in [*p.langs, languages.MULTILINGUAL]:
-            info = manifest.entry(cpt.step_name(setup, lang))
+            info = manifest.entry(where.cpt_step(setup, lang))
             if info is None:
                 continue
             kind = "multilingual" if lang == languages.MULTILINGUAL else "cpt"
-            entry = ModelEntry(f"cpt-{setup}-{lang}", kind, setup, lang, cpt.final_model(p, setup, lang),
-                               cpt.step_name(setup, lang), info["steps"], info["tokens"], info["flops_total"],
+            entry = ModelEntry(f"cpt-{setup}-{lang}", kind, setup, lang, where.cpt_model(setup, lang),
+                               where.cpt_step(setup, lang), info["steps"], info["tokens"], info["flops_total"],
                                info["flops_non_embedding"], langs=all_langs)
             out += (_checkpoints(p, entry, info) if checkpoints else []) + [entry]
         for method in p.merge_methods:
-            for langs in merge.subsets(p):
-                full = merge.is_full(p, langs)
-                name = f"merged-{setup}-{method}" + ("" if full else f"-{merge.subset_label(langs)}")
+            for langs in layout.merge_subsets(p):
+                full = where.is_full(langs)
+                name = f"merged-{setup}-{method}" + ("" if full else f"-{layout.subset_label(langs)}")
                 # kind "merged": the merge of all languages; "merged_subset": the paper's smaller subsets
                 out.append(ModelEntry(name, "merged" if full else "merged_subset", setup, method,
-                                      merge.merged_model(p, setup, method, langs),
-                                      merge.step_name(p, setup, method, langs),
+                                      where.merged_model(setup, method, langs),
+                                      where.merge_step(setup, method, langs),
                                       langs=[languages.ENGLISH, *langs]))
     return [m for m in out if manifest.entry(m.producer) is not None]
-
-
-def results_path(p: Params) -> Path:
-    return p.run_path / "results" / "results.csv"
 
 
 def multiblimp_rows(model, tok, entry: ModelEntry, multiblimp: dict, common: dict, p: Params,
@@ -135,7 +131,7 @@ def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok,
               "step": entry.step, "tokens": entry.tokens, "flops_total": entry.flops_total,
               "flops_non_embedding": entry.flops_non_embedding, "final": entry.final}
     rows = []
-    dp = data.paths(p)
+    dp = layout.of(p).data
     with training.autocast(p, device):
         _, summary = evaluation.score_pairs(model, tok, pairs, batch_size=p.eval_batch_size, device=device,
                                             progress=False)
@@ -183,7 +179,7 @@ def multiblimp_pairs(p: Params, log=print) -> dict[str, tuple[pd.DataFrame, str]
                 out[lang] = (pair_sources.load_multiblimp_hub(lang, **kwargs), "released")
             except Exception as e:  # offline, or no such language on the Hub: fall back to the built pairs
                 log(f"MultiBLiMP {lang}: not from the Hub ({type(e).__name__}), using the built pairs")
-        built = data.paths(p).multiblimp(lang)
+        built = layout.of(p).data.multiblimp(lang)
         if lang not in out and built.is_file():
             out[lang] = (pair_sources.load_multiblimp_local(built, lang=lang, **kwargs), "built")
         if lang in out and out[lang][0].empty:
@@ -207,13 +203,13 @@ def selected(entry: ModelEntry, which: str | None) -> bool:
 def run(p: Params, log=print) -> pd.DataFrame:
     """Evaluate the models `eval_models` selects (all by default) that are not evaluated yet; return
     their rows (`load_results` gathers every model's)."""
-    upscale.require_step(p, data.STEP, "01_data")
+    layout.require(p, layout.DATA_STEP)
     entries = [e for e in models(p, checkpoints=p.eval_checkpoints) if selected(e, p.eval_models)]
     if not entries:
         which = "" if p.eval_models is None else f" ({p.eval_models}, setups {', '.join(p.setups)})"
         raise MissingInputError(f"no models to evaluate{which} in {p.run_path}; run notebooks/02_upscale.ipynb, "
                                 "03_cpt.ipynb and 04_merge.ipynb first")
-    tok = tok_lib.load_tokenizer(data.paths(p).tokenizer)
+    tok = tok_lib.load_tokenizer(layout.of(p).data.tokenizer)
     pairs = blimp_pairs(p)
     multiblimp = multiblimp_pairs(p, log)
     # the pairs themselves (source and sentences) decide whether a model's MultiBLiMP rows are current
@@ -222,7 +218,7 @@ def run(p: Params, log=print) -> pd.DataFrame:
     manifest = artifacts.Manifest(p.run_path)
     todo = []
     for entry in entries:
-        step = artifacts.Step(p.run_path, f"eval/{entry.key}", {**p.subset(EVAL_KEYS), "schema": RESULTS_SCHEMA,
+        step = artifacts.Step(p.run_path, layout.RunLayout.eval_step(entry.key), {**p.subset(EVAL_KEYS), "schema": RESULTS_SCHEMA,
                                                                 "multiblimp": multiblimp_id},
                               [manifest.entry(entry.producer)["fingerprint"]], log=lambda m: None)
         (todo if step.todo else []).append((entry, step))
@@ -230,26 +226,22 @@ def run(p: Params, log=print) -> pd.DataFrame:
     for entry, step in tqdm(todo, desc="evaluating", unit="model", mininterval=2.0):
         with step:
             rows = evaluate_model(p, entry, pairs, tok, multiblimp)
-            target = model_results_path(p, entry)
+            target = layout.of(p).model_results(entry.key)
             artifacts.atomic_write_text(target, rows.to_csv(index=False))
             step.outputs = [target]
-    return pd.concat([pd.read_csv(model_results_path(p, e)) for e in entries], ignore_index=True)
-
-
-def model_results_path(p: Params, entry: ModelEntry) -> Path:
-    return p.run_path / "results" / "models" / f"{entry.key}.csv"
+    return pd.concat([pd.read_csv(layout.of(p).model_results(e.key)) for e in entries], ignore_index=True)
 
 
 def load_results(p: Params, log=print) -> pd.DataFrame:
     """The rows of every model of the run evaluated so far (05_eval may have run per model group);
     also written to results/results.csv."""
     entries = models(p, checkpoints=p.eval_checkpoints)
-    found = [model_results_path(p, e) for e in entries if model_results_path(p, e).is_file()]
+    found = [f for f in (layout.of(p).model_results(e.key) for e in entries) if f.is_file()]
     if not found:
         raise MissingInputError(f"no evaluation results in {p.run_path}; run notebooks/05_eval.ipynb first")
     if len(found) < len(entries):
         log(f"{len(entries) - len(found)} of {len(entries)} models and checkpoints are not evaluated yet; "
             "run notebooks/05_eval.ipynb to include them")
     results = pd.concat([pd.read_csv(f) for f in found], ignore_index=True)
-    artifacts.atomic_write_text(results_path(p), results.to_csv(index=False))
+    artifacts.atomic_write_text(layout.of(p).results, results.to_csv(index=False))
     return results

@@ -3,17 +3,17 @@
 
 Paper settings: weight 1.0 per model, density 0.5, normalize true; task vectors are taken against
 that setup's English base. Methods that weight parameters by importance (fisher, fisher_ties) use
-each model's diagonal Fisher, estimated once per model on its own CPT stream (`fisher_path`).
+each model's diagonal Fisher, estimated once per model on its own CPT stream
+(`fisher/<setup>/<lang>.safetensors`).
 """
 from __future__ import annotations
 
-from itertools import combinations
 from pathlib import Path
 
 import pandas as pd
 
 from .. import artifacts, merging
-from . import cpt, data, upscale
+from . import layout
 from ..merging import fisher_information
 from ..params import MissingInputError, Params
 
@@ -21,87 +21,55 @@ MERGE_KEYS = ["merge_density", "merge_weight", "merge_normalize", "merge_dtype",
 FISHER_KEYS = ["fisher_tokens", "fisher_normalize", "seq_len"]
 
 
-def subsets(p: Params) -> list[tuple[str, ...]]:
-    """The language sets to merge: all of p.langs, or every subset of >= 2 of them, largest first."""
-    langs = tuple(p.langs)
-    if p.merge_subsets == "full" or len(langs) < 2:
-        return [langs]
-    return [c for size in range(len(langs), 1, -1) for c in combinations(langs, size)]
-
-
-def subset_label(langs: tuple[str, ...]) -> str:
-    return "+".join(langs)
-
-
-def is_full(p: Params, langs: tuple[str, ...]) -> bool:
-    return tuple(langs) == tuple(p.langs)
-
-
-def merged_model(p: Params, setup: str, method: str, langs: tuple[str, ...] | None = None) -> Path:
-    root = p.run_path / "models" / "merged" / setup
-    if langs is None or is_full(p, langs):
-        return root / method
-    return root / "subsets" / subset_label(langs) / method
-
-
-def step_name(p: Params, setup: str, method: str, langs: tuple[str, ...] | None = None) -> str:
-    if langs is None or is_full(p, langs):
-        return f"merge/{setup}/{method}"
-    return f"merge/{setup}/{method}/{subset_label(langs)}"
-
-
-def fisher_path(p: Params, setup: str, lang: str) -> Path:
-    return p.run_path / "fisher" / setup / f"{lang}.safetensors"
-
-
 def _inputs(p: Params, setup: str) -> dict[str, tuple[Path, str]]:
     """lang -> (final CPT model, its step fingerprint)."""
-    manifest = artifacts.Manifest(p.run_path)
+    manifest, where = artifacts.Manifest(p.run_path), layout.of(p)
     out = {}
     for lang in p.langs:
-        entry = manifest.entry(cpt.step_name(setup, lang))
+        entry = manifest.entry(where.cpt_step(setup, lang))
         if entry is None:
             raise MissingInputError(f"no {setup} model for {lang} in {p.run_path}; run "
                                     f"`papermill notebooks/03_cpt.ipynb out.ipynb -p lang {lang} -p scale {p.scale}` first")
-        out[lang] = (cpt.final_model(p, setup, lang), entry["fingerprint"])
+        out[lang] = (where.cpt_model(setup, lang), entry["fingerprint"])
     return out
 
 
 def estimate_fisher(p: Params, setup: str, lang: str, model_dir: Path, model_fp: str, log=print) -> str:
     """The diagonal Fisher of one CPT model on its own training stream (a step; returns its fingerprint)."""
     params = {**p.subset(FISHER_KEYS), "setup": setup, "lang": lang}
-    out = fisher_path(p, setup, lang)
-    with artifacts.Step(p.run_path, f"fisher/{setup}/{lang}", params, [model_fp], log=log) as s:
+    where = layout.of(p)
+    out = where.fisher_file(setup, lang)
+    with artifacts.Step(p.run_path, where.fisher_step(setup, lang), params, [model_fp], log=log) as s:
         if s.todo:
-            fisher_information.estimate_to_file(model_dir, data.paths(p).train(lang), out, p.seq_len, p.fisher_tokens,
+            fisher_information.estimate_to_file(model_dir, where.data.train(lang), out, p.seq_len, p.fisher_tokens,
                                     p.fisher_normalize)
             s.outputs = [out]
-    return artifacts.Manifest(p.run_path).entry(f"fisher/{setup}/{lang}")["fingerprint"]
+    return artifacts.Manifest(p.run_path).entry(where.fisher_step(setup, lang))["fingerprint"]
 
 
 def run(p: Params, log=print) -> pd.DataFrame:
-    rows = []
+    rows, where = [], layout.of(p)
     for setup in p.setups:
         inputs = _inputs(p, setup)
-        base = upscale.base_model(p, setup)
+        base = where.base_model(setup)
         fisher_fps: dict[str, str] = {}
         for method in p.merge_methods:
             needs_fisher = merging.get_method(method).needs_importance
             if needs_fisher and not fisher_fps:
                 fisher_fps = {lang: estimate_fisher(p, setup, lang, *inputs[lang], log=log) for lang in p.langs}
-            for langs in subsets(p):
+            for langs in layout.merge_subsets(p):
                 models = [inputs[lang][0] for lang in langs]
                 fps = [inputs[lang][1] for lang in langs] + ([fisher_fps[lang] for lang in langs] if needs_fisher else [])
                 params = {**p.subset(MERGE_KEYS), "method": method, "langs": list(langs)}
-                out = merged_model(p, setup, method, langs)
-                with artifacts.Step(p.run_path, step_name(p, setup, method, langs), params, fps, log=log) as s:
+                out = where.merged_model(setup, method, langs)
+                with artifacts.Step(p.run_path, where.merge_step(setup, method, langs), params, fps, log=log) as s:
                     if s.todo:
                         merging.merge_models(
                             method, models, out, base_dir=base, weights=[p.merge_weight] * len(models),
-                            importances=[fisher_path(p, setup, lang) for lang in langs] if needs_fisher else None,
+                            importances=[where.fisher_file(setup, lang) for lang in langs] if needs_fisher else None,
                             density=p.merge_density, normalize=p.merge_normalize, seed=p.seed,
                             fisher_floor=p.fisher_floor, dtype=p.merge_dtype, overwrite=True)
                         s.outputs = [out]
-                rows.append({"setup": setup, "method": method, "langs": subset_label(langs),
+                rows.append({"setup": setup, "method": method, "langs": layout.subset_label(langs),
                              "models": len(models), "path": str(out)})
     return pd.DataFrame(rows)

@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from .. import artifacts, languages
+from . import layout
 from ..params import REPO_ROOT, ParamError, Params, load_params
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -98,7 +99,7 @@ def notebook_parameters(p: Params, overrides: dict, job: Job) -> dict:
 
 
 def executed_path(p: Params, job: Job) -> Path:
-    return p.run_path / "notebooks" / f"{job.label}.ipynb"
+    return layout.of(p).executed_notebook(job.label)
 
 
 def _shown(path: Path) -> str:
@@ -128,12 +129,8 @@ def plan_commands(p: Params, overrides: dict, only: list[str] | None = None) -> 
 
 # -- records and states ----------------------------------------------------------------------------
 
-def grid_dir(p: Params) -> Path:
-    return p.run_path / "grid"
-
-
 def record_path(p: Params, job: Job) -> Path:
-    return grid_dir(p) / f"{job.label}.json"
+    return layout.of(p).job_record(job.label)
 
 
 def read_record(p: Params, job: Job) -> dict | None:
@@ -217,8 +214,8 @@ class Interrupted(Exception):
 def run_lock(p: Params):
     """One reproduction per run directory at a time. The lock's file is inherited by the papermill
     processes, so it stays held while any of them (even orphaned by a killed runner) still runs."""
-    grid_dir(p).mkdir(parents=True, exist_ok=True)
-    fd = os.open(grid_dir(p) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    layout.of(p).grid.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.of(p).grid / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -279,7 +276,7 @@ class Runner:
         return env
 
     def _steps_file(self, job: Job) -> Path:
-        return grid_dir(self.p) / f"{job.label}.steps"
+        return layout.of(self.p).job_record(job.label).with_suffix(".steps")
 
     def execute(self, job: Job, lock_fd: int) -> bool:
         p = self.p
