@@ -1,6 +1,7 @@
 """01_data as a whole: the local path at smoke scale and the Hub path with the Hub mocked."""
 import gzip
 
+import numpy as np
 import pandas as pd
 
 from hyperllama_lib import corpus
@@ -70,3 +71,27 @@ def test_local_smoke_data_step(tmp_path, data_dir):
     for name in ["est", "multilingual", "seed"]:
         assert dp.train(name).read_bytes() == layout.of(q).data.train(name).read_bytes()
     assert isinstance(stats, pd.DataFrame)
+
+
+def test_take_docs_whole_passes_then_the_start_of_one_more():
+    out = data.take_docs(np.random.default_rng(0), 10, 2.5)
+    assert len(out) == 25 and sorted(out[:10]) == sorted(out[10:20]) == list(range(10))
+    assert len(set(out[20:].tolist())) == 5
+    assert len(data.take_docs(np.random.default_rng(0), 10, 0)) == 0
+
+
+def test_replay_scaled_by_document_share():
+    class P:
+        replay_english_fraction, replay_code_fraction, replay_reference_lang = 0.01, 0.05, "swe"
+    counts = data.replay_counts(P, {"swe": 1000, "fao": 10}, n_english=10_000, n_code=2_000)
+    assert counts["swe"] == (100, 100)  # 1% of English, 5% of code
+    assert counts["fao"] == (1, 1)  # scaled by 10 / 1000
+
+
+def test_english_seed_split_is_split_fraction():
+    """The recipe splits English by each document's unit, as corpus.split_fraction does on documents."""
+    docs = [corpus.Document(f"An English  document, number {i}.", "eng", "s") for i in range(500)]
+    first, rest = corpus.split_fraction(docs, 0.8, 7, "english-80-20")
+    units = data._measure([d.text for d in docs], 7)["units"]
+    assert [d.text for d in first] == [docs[i].text for i in np.flatnonzero(units < 0.8)]
+    assert [d.text for d in rest] == [docs[i].text for i in np.flatnonzero(units >= 0.8)]

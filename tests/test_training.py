@@ -5,7 +5,6 @@ import torch
 from hyperllama_lib.models import modeling
 from hyperllama_lib.corpus import packing
 from hyperllama_lib import training
-from hyperllama_lib.pipeline.data import repeat_epochs, replay_counts
 from hyperllama_lib.params import load_params
 
 
@@ -24,21 +23,6 @@ def test_schedule_warmup_constant_linear_decay_to_zero():
     assert all(x == 1.0 for x in f[10:80])  # constant
     assert all(a > b for a, b in zip(f[80:], f[81:]))  # decay over the last 20%
     assert 0 < f[-1] < 0.1 and training.lr_factor(100, 100, 10, 0.2) == 0.0
-
-
-def test_repeat_epochs_fractional():
-    import random
-    items = list(range(10))
-    out = repeat_epochs(items, 2.5, random.Random(0))
-    assert len(out) == 25 and sorted(out[:10]) == items and sorted(out[10:20]) == items
-
-
-def test_replay_scaled_by_document_share():
-    class P:
-        replay_english_fraction, replay_code_fraction, replay_reference_lang = 0.01, 0.05, "swe"
-    counts = replay_counts(P, {"swe": 1000, "fao": 10}, n_english=10_000, n_code=2_000)
-    assert counts["swe"] == (100, 100)  # 1% of English, 5% of code
-    assert counts["fao"] == (1, 1)  # scaled by 10 / 1000
 
 
 def test_training_reduces_loss_and_writes_checkpoints(tmp_path, data_dir):

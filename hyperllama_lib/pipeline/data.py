@@ -8,21 +8,27 @@ Choices where the paper is silent (see README, "Choices we made"):
   data/multiblimp/<iso>/data.tsv, with a counts table (counts.csv, counts.md), before anything else.
 - Decontamination: training documents that equal, or contain as a sentence, any sentence of an
   evaluation set (BLiMP, UDHR, the built and any released MultiBLiMP pairs, pair files) are removed.
-- Fractional epochs: whole passes reshuffled each epoch, then the first part of one more shuffle.
+- Fractional epochs: whole passes reshuffled each epoch, then documents of one more shuffle until the
+  language's UniMax characters are reached.
 - Code files are cut into pieces of about `code_chunk_chars` at top-level lines (small scales), so
   replay samples many files; the paper scale keeps whole python-edu files.
 - The seed's English phase mixes in `seed_english_phase_code_fraction` of the code documents.
-- `data_source: hub` streams instead of reading lists into memory: see the Hub path below.
+
+Two sources feed one recipe. The local source (`data_source: local`) reads and cleans the offline data
+folder in memory; the Hub source (`hub`) streams, stages and cleans on disk (see below). Both tokenise
+every kept document once into data/docs/<source>.bin with document offsets, and the recipe (`mix`) writes
+every stage's stream from seeded permutations of document numbers.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,19 +73,7 @@ def data_hash(p: Params) -> str:
     return h.hexdigest()[:16]
 
 
-# -- reading and cleaning -------------------------------------------------------------------------
-
-def _read(p: Params, lang: str) -> list[corpus.Document]:
-    return corpus.read_local_corpus(p.data_path, lang)
-
-
-def _subsample(docs: list, n: int | None, seed: int, salt: str) -> list:
-    if n is None or len(docs) <= n:
-        return docs
-    rng = random.Random(f"{seed}-{salt}")
-    keep = sorted(rng.sample(range(len(docs)), n))
-    return [docs[i] for i in keep]
-
+# -- evaluation sets -------------------------------------------------------------------------------
 
 def has_local_eval_data(p: Params) -> bool:
     return (p.data_path / "blimp").is_dir() and (p.data_path / "udhr").is_dir()
@@ -109,53 +103,7 @@ def eval_keys(p: Params, lang: str) -> set[str]:
     return keys
 
 
-def clean_language(p: Params, lang: str) -> tuple[list, list, dict]:
-    """Read, deduplicate, decontaminate and split one language; returns (train, heldout, counts)."""
-    raw = _subsample(_read(p, lang), p.max_docs_per_lang, p.seed, lang)
-    deduped, n_dup = corpus.dedup(raw)
-    clean, n_contam = corpus.decontaminate(deduped, eval_keys(p, lang))
-    train, heldout = corpus.split_heldout(clean, p.heldout_fraction, p.seed, p.heldout_max_docs)
-    # Near-duplicates that exact dedup misses (e.g. Persian updt-text spaces its punctuation unlike the
-    # UD copies of the same sentences) must not leak held-out text into training.
-    train, n_overlap = corpus.decontaminate(train, {corpus.dedup_key(d.text) for d in heldout})
-    if not train or not heldout:
-        raise ValueError(f"language {lang}: {len(train)} training and {len(heldout)} held-out documents "
-                         "after cleaning; the corpus is too small for these parameters")
-    counts = {"docs_raw": len(raw), "duplicates_removed": n_dup, "decontaminated": n_contam,
-              "heldout_overlap_removed": n_overlap,
-              "train_docs": len(train), "heldout_docs": len(heldout)}
-    return train, heldout, counts
-
-
-# -- mixtures -------------------------------------------------------------------------------------
-
-def repeat_epochs(items: list, epochs: float, rng: random.Random) -> list:
-    """Whole passes, each reshuffled, then the first part of one more shuffle for a fractional epoch."""
-    out: list = []
-    whole = int(epochs)
-    for _ in range(whole):
-        out += rng.sample(items, len(items))
-    rest = round((epochs - whole) * len(items))
-    if rest:
-        out += rng.sample(items, len(items))[:rest]
-    return out
-
-
-def replay_counts(p: Params, n_docs: dict[str, int], n_english: int, n_code: int) -> dict[str, tuple[int, int]]:
-    """English and code replay documents per language: the reference language gets the base fractions,
-    the others that scaled by their share of training documents (FACTS.md)."""
-    ref = n_docs[p.replay_reference_lang] if p.replay_reference_lang in n_docs else max(n_docs.values())
-    return {lang: (round(p.replay_english_fraction * n / ref * n_english),
-                   round(p.replay_code_fraction * n / ref * n_code)) for lang, n in n_docs.items()}
-
-
-def _chars(docs) -> int:
-    return sum(len(d.text) for d in docs)
-
-
-def _write_text(path: Path, docs) -> None:
-    artifacts.atomic_write_text(path, "".join(d.text + "\n" for d in docs))
-
+# -- the step --------------------------------------------------------------------------------------
 
 def prepare(p: Params, log=print) -> pd.DataFrame:
     """Run 01_data (skipped when its outputs exist for the same parameters and data)."""
@@ -163,12 +111,49 @@ def prepare(p: Params, log=print) -> pd.DataFrame:
     params = p.subset(DATA_KEYS)
     with artifacts.Step(p.run_path, layout.DATA_STEP, {**params, "data_hash": data_hash(p)}, log=log) as step:
         if step.todo:
-            pair_outputs = (_prepare_hub if p.data_source == "hub" else _prepare)(p, dp, log)
+            pair_outputs = _prepare(p, dp, log)
             step.outputs = pair_outputs + [dp.stats, dp.plan, dp.tokenizer, dp.train("seed"), dp.train("base"),
                                            dp.train("multilingual")] + [dp.train(lang) for lang in p.langs]
             step.extra = {"data_hash": step.params["data_hash"]}
     return pd.read_csv(dp.stats).convert_dtypes()
 
+
+@dataclass
+class Sources:
+    """What a source hands the recipe: its tokenizer, the token file of every source (English, the
+    target languages, then code), and each language's held-out documents and cleaning counts."""
+    tokenizer: object
+    docs: dict[str, DocFile]
+    heldout: dict[str, list]
+    counts: dict[str, dict]
+
+
+def _prepare(p: Params, dp: layout.DataPaths, log) -> list[Path]:
+    pair_outputs = build_multiblimp(p, dp, log)  # first: their sentences are removed from training text
+    src = (_hub_source if p.data_source == "hub" else _local_source)(p, dp, log)
+    tok = src.tokenizer
+    tok_lib.save_tokenizer(tok, dp.tokenizer)
+    rows, plan = mix(p, dp, src.docs, src.counts, len(tok))
+    for lang in [languages.ENGLISH, *p.langs]:
+        _write_text(dp.heldout(lang), src.heldout[lang])
+        if has_local_eval_data(p):
+            artifacts.atomic_write_text(dp.udhr(lang), "".join(
+                line + "\n" for line in corpus.udhr_lines(p.data_path, lang)))
+    artifacts.atomic_write_json(dp.plan, {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
+                                          "eos_token_id": tok.eos_token_id, **plan})
+    artifacts.atomic_write_text(dp.stats, pd.DataFrame(rows).to_csv(index=False))
+    return pair_outputs
+
+
+def _write_text(path: Path, docs) -> None:
+    artifacts.atomic_write_text(path, "".join(d.text + "\n" for d in docs))
+
+
+def load_plan(p: Params) -> dict:
+    return json.loads(layout.of(p).data.plan.read_text())
+
+
+# -- MultiBLiMP pairs from held-out UD files --------------------------------------------------------
 
 def _build_pairs(job: tuple) -> ud_pairs.Built:
     files, lang, unimorph, lexicon, seed = job
@@ -211,123 +196,83 @@ def load_multiblimp_counts(p: Params) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def _prepare(p: Params, dp: layout.DataPaths, log) -> list[Path]:
-    rng = random.Random(p.seed)
-    pair_outputs = build_multiblimp(p, dp, log)  # first: their sentences are removed from training text
-    split: dict[str, tuple[list, list, dict]] = {}
+# -- the local source: the offline data folder, read and cleaned in memory --------------------------
+
+def _read(p: Params, lang: str) -> list[corpus.Document]:
+    return corpus.read_local_corpus(p.data_path, lang)
+
+
+def _subsample(docs: list, n: int | None, seed: int, salt: str) -> list:
+    if n is None or len(docs) <= n:
+        return docs
+    rng = random.Random(f"{seed}-{salt}")
+    keep = sorted(rng.sample(range(len(docs)), n))
+    return [docs[i] for i in keep]
+
+
+def clean_language(p: Params, lang: str) -> tuple[list, list, dict]:
+    """Read, deduplicate, decontaminate and split one language; returns (train, heldout, counts)."""
+    raw = _subsample(_read(p, lang), p.max_docs_per_lang, p.seed, lang)
+    deduped, n_dup = corpus.dedup(raw)
+    clean, n_contam = corpus.decontaminate(deduped, eval_keys(p, lang))
+    train, heldout = corpus.split_heldout(clean, p.heldout_fraction, p.seed, p.heldout_max_docs)
+    # Near-duplicates that exact dedup misses (e.g. Persian updt-text spaces its punctuation unlike the
+    # UD copies of the same sentences) must not leak held-out text into training.
+    train, n_overlap = corpus.decontaminate(train, {corpus.dedup_key(d.text) for d in heldout})
+    if not train or not heldout:
+        raise ValueError(f"language {lang}: {len(train)} training and {len(heldout)} held-out documents "
+                         "after cleaning; the corpus is too small for these parameters")
+    counts = {"docs_raw": len(raw), "duplicates_removed": n_dup, "decontaminated": n_contam,
+              "heldout_overlap_removed": n_overlap,
+              "train_docs": len(train), "heldout_docs": len(heldout)}
+    return train, heldout, counts
+
+
+def _local_source(p: Params, dp: layout.DataPaths, log) -> Sources:
+    split = {}
     for lang in [languages.ENGLISH, *p.langs]:
         split[lang] = clean_language(p, lang)
         log(f"  {lang}: {split[lang][2]}")
-    eng_train = split[languages.ENGLISH][0]
-    eng_seed, eng_base = corpus.split_fraction(eng_train, p.english_seed_fraction, p.seed, "english-80-20")
-    code = list(_code_stream(p)) if p.code_source == "python-edu" \
-        else corpus.code_documents(p.code_max_bytes, seed=p.seed)
-    if p.code_chunk_chars:
-        code = corpus.chunk_code(code, p.code_chunk_chars)
-
-    # Tokenizer, then every document once.
+    texts = {lang: [d.text for d in train] for lang, (train, _, _) in split.items()}
+    texts["code"] = [d.text for d in _code_documents(p)]
     if p.tokenizer == "llama3":
         tok = tok_lib.llama3_tokenizer()
     else:
-        texts = [d.text for lang in split for d in split[lang][0]] + [d.text for d in code]
-        tok = tok_lib.train_bpe(texts, p.bpe_vocab_size)
-    tok_lib.save_tokenizer(tok, dp.tokenizer)
-    vocab = len(tok)
-
-    def encode(docs) -> list[list[int]]:
-        return tok_lib.encode_documents(tok, [d.text for d in docs], add_bos=True)
-
-    ids = {lang: encode(split[lang][0]) for lang in p.langs}
-    eng_seed_ids, eng_base_ids, code_ids = encode(eng_seed), encode(eng_base), encode(code)
-
-    # UniMax over characters (the paper's budget unit), capped at max_epochs.
-    available = {lang: _chars(split[lang][0]) for lang in p.langs}
-    alloc = unimax.unimax(available, p.char_budget, p.max_epochs)
-    replay = replay_counts(p, {lang: len(ids[lang]) for lang in p.langs}, len(eng_seed_ids), len(code_ids))
-
-    rows, mixtures = [], {}
-    for lang in p.langs:
-        epochs = alloc[lang] / available[lang]
-        target = repeat_epochs(ids[lang], epochs, rng)
-        n_eng, n_code = replay[lang]
-        replay_docs = rng.sample(eng_seed_ids, min(n_eng, len(eng_seed_ids))) + \
-            rng.sample(code_ids, min(n_code, len(code_ids)))
-        mixture = rng.sample(target + replay_docs, len(target) + len(replay_docs))
-        mixtures[lang] = mixture
-        info = packing.write_tokens(dp.train(lang), mixture, vocab)
-        if info["n_tokens"] < p.tokens_per_step:
-            raise corpus.DataError(f"language {lang}: {info['n_tokens']} training tokens, less than one batch of "
-                                   f"{p.tokens_per_step} (global_batch_size x seq_len); add text, raise "
-                                   "char_budget or lower global_batch_size")
-        train_tokens = sum(len(x) for x in ids[lang])
-        target_tokens = sum(len(x) for x in target)
-        replay_tokens = sum(len(x) for x in replay_docs)
-        rows.append({
-            "lang": lang, **split[lang][2],
-            "train_chars": available[lang], "train_bytes": sum(len(d.text.encode()) for d in split[lang][0]),
-            "train_tokens": train_tokens, "chars_per_token": round(available[lang] / train_tokens, 3),
-            "unimax_chars": round(alloc[lang]), "epochs": round(epochs, 3),
-            "target_tokens": target_tokens, "replay_english_docs": n_eng, "replay_code_docs": n_code,
-            "replay_tokens": replay_tokens, "replay_share_samples": round(len(replay_docs) / len(mixture), 4),
-            "stream_tokens": info["n_tokens"],
-            "steps": p.cpt_steps.get(lang, info["n_tokens"] // p.tokens_per_step),
-        })
-    # The jointly trained model sees all five mixtures at once.
-    joint = [d for lang in p.langs for d in mixtures[lang]]
-    info = packing.write_tokens(dp.train(languages.MULTILINGUAL), rng.sample(joint, len(joint)), vocab)
-    rows.append({"lang": languages.MULTILINGUAL, "stream_tokens": info["n_tokens"],
-                 "target_tokens": sum(r["target_tokens"] for r in rows),
-                 "replay_tokens": sum(r["replay_tokens"] for r in rows),
-                 "steps": p.cpt_steps.get(languages.MULTILINGUAL, info["n_tokens"] // p.tokens_per_step)})
-
-    # English: the seed (code epochs, then 80% English mixed with code) and the bases (20% English).
-    phase1 = repeat_epochs(code_ids, p.seed_code_epochs, rng)
-    phase2_code = rng.sample(code_ids, round(p.seed_english_phase_code_fraction * len(code_ids)))
-    phase2 = rng.sample(eng_seed_ids + phase2_code, len(eng_seed_ids) + len(phase2_code))
-    seed_info = packing.write_tokens(dp.train("seed"), phase1 + phase2, vocab)
-    base_info = packing.write_tokens(dp.train("base"), rng.sample(eng_base_ids, len(eng_base_ids)), vocab)
-    eng_counts = split[languages.ENGLISH][2]
-    seed_steps = p.seed_steps or seed_info["n_tokens"] // p.tokens_per_step
-    base_steps = p.base_steps or base_info["n_tokens"] // p.tokens_per_step
-    rows.append({"lang": "eng (seed: code, then 80% English + code)", **eng_counts,
-                 "train_chars": _chars(eng_seed), "train_tokens": sum(map(len, eng_seed_ids)),
-                 "stream_tokens": seed_info["n_tokens"], "steps": seed_steps})
-    rows.append({"lang": "eng (bases: 20% English)", "train_chars": _chars(eng_base),
-                 "train_tokens": sum(map(len, eng_base_ids)), "stream_tokens": base_info["n_tokens"],
-                 "steps": base_steps})
-    rows.append({"lang": "code (Python)", "train_docs": len(code), "train_chars": _chars(code),
-                 "train_tokens": sum(map(len, code_ids))})
-
-    for lang in [languages.ENGLISH, *p.langs]:
-        _write_text(dp.heldout(lang), split[lang][1])
-        if has_local_eval_data(p):
-            artifacts.atomic_write_text(dp.udhr(lang), "".join(
-                line + "\n" for line in corpus.udhr_lines(p.data_path, lang)))
-    plan = {"vocab_size": vocab, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-            "seed_steps": seed_steps, "base_steps": base_steps,
-            "clone_after_fraction_of_english_steps": round(seed_steps / (seed_steps + base_steps), 4),
-            "seed_phase_tokens": {"code": sum(map(len, phase1)), "english_and_code": sum(map(len, phase2))},
-            "cpt_steps": {r["lang"]: r["steps"] for r in rows[: len(p.langs) + 1]},
-            "unimax_chars": {k: round(v) for k, v in alloc.items()}, "available_chars": available}
-    artifacts.atomic_write_json(dp.plan, plan)
-    stats = pd.DataFrame(rows)
-    artifacts.atomic_write_text(dp.stats, stats.to_csv(index=False))
-    return pair_outputs
+        tok = tok_lib.train_bpe([t for name in texts for t in texts[name]], p.bpe_vocab_size)
+    docs = {name: write_documents(dp.docs(name), tok, texts[name], _split_seed(p, name)) for name in texts}
+    return Sources(tok, docs, {lang: held for lang, (_, held, _) in split.items()},
+                   {lang: counts for lang, (_, _, counts) in split.items()})
 
 
-def load_plan(p: Params) -> dict:
-    return json.loads(layout.of(p).data.plan.read_text())
+def _code_documents(p: Params):
+    """Code documents: python-edu streamed (contents downloaded by blob id) or the interpreter's
+    stdlib; at most `code_max_bytes` characters (the last file may cross it), then cut into pieces of
+    about `code_chunk_chars` when that is set."""
+    if p.code_source == "python-edu":
+        docs = _until_chars(corpus.stream_documents("code", p.seed), p.code_max_bytes)
+    else:
+        docs = corpus.code_documents(p.code_max_bytes, seed=p.seed)
+    for doc in docs:
+        yield from corpus.chunk_code([doc], p.code_chunk_chars) if p.code_chunk_chars else [doc]
 
 
-# -- the Hub path: streamed, staged on disk, tokenised by a pool, mixed by document index ----------
+def _until_chars(docs, max_chars: int | None):
+    chars = 0
+    for doc in docs:
+        if max_chars is not None and chars >= max_chars:
+            return
+        yield doc
+        chars += len(doc.text)
+
+
+# -- the Hub source: streamed, staged on disk, cleaned and tokenised by a pool ----------------------
 #
 # Pass 1 streams each source once (shuffled by a seeded buffer), normalises, drops exact duplicates
 # (64-bit hashes of the keys), picks held-out documents by the stable-hash rule, and appends the rest
 # to a gzipped staging file; a target language stops at `char_budget` characters, more than UniMax
 # can give any one language. Pass 2 reads the staging file in batches: worker processes drop documents
-# that contain evaluation or held-out text and tokenise the others, in order, into data/docs/<name>.bin
-# with document offsets. UniMax then runs on the measured characters, and every stage's stream is
-# written from those token files through seeded permutations of document numbers.
+# that contain evaluation or held-out text and tokenise the others, in order, into data/docs/<name>.bin.
+# UniMax then runs on the measured characters.
 
 STAGE_BATCH = 256  # documents per task of the worker pool
 KEEP, EVAL_TEXT, HELDOUT_TEXT = 0, 1, 2
@@ -341,18 +286,34 @@ def workers(p: Params) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _code_stream(p: Params):
-    """Code documents: python-edu streamed (contents downloaded by blob id) or the interpreter's
-    stdlib; at most `code_max_bytes` characters (the last file may cross it), whole files."""
-    if p.code_source != "python-edu":
-        yield from corpus.code_documents(p.code_max_bytes, seed=p.seed)
-        return
-    chars = 0
-    for doc in corpus.stream_documents("code", p.seed):
-        if p.code_max_bytes is not None and chars >= p.code_max_bytes:
-            return
-        yield doc
-        chars += len(doc.text)
+def _hub_source(p: Params, dp: layout.DataPaths, log) -> Sources:
+    shutil.rmtree(dp.staging, ignore_errors=True)
+    dp.staging.mkdir(parents=True)
+    langs = [languages.ENGLISH, *p.langs]
+    keys = {lang: eval_keys(p, lang) for lang in langs} | {"code": set()}
+    heldout, counts = {}, {}
+    for lang in langs:
+        cap = float("inf") if lang == languages.ENGLISH else p.char_budget
+        heldout[lang], counts[lang] = _stage_language(p, dp, lang, keys[lang], cap)
+        log(f"  {lang}: staged, {counts[lang]}")
+    _stage_lines(dp.staging / "code.jsonl.gz", (d.text for d in _code_documents(p)))
+    names = [*langs, "code"]
+    held_keys = {name: {corpus.dedup_key(d.text) for d in heldout.get(name, [])} for name in names}
+    tok = _hub_tokenizer(p, dp, names, {n: keys[n] | held_keys[n] for n in names})
+    docs = {}
+    for name in names:
+        docs[name] = tokenise_staged(dp.staging / f"{name}.jsonl.gz", dp.docs(name), tok, len(tok), keys[name],
+                                     held_keys[name], _split_seed(p, name), workers(p))
+        if name in counts:
+            counts[name]["decontaminated"] += docs[name].removed["decontaminated"]
+            counts[name] |= {"heldout_overlap_removed": docs[name].removed["heldout_overlap_removed"],
+                             "train_docs": docs[name].n, "heldout_docs": len(heldout[name])}
+        log(f"  {name}: {docs[name].n} documents, {int(docs[name].tokens.sum())} tokens")
+        if name in heldout and (not docs[name].n or not heldout[name]):
+            raise ValueError(f"language {name}: {docs[name].n} training and {len(heldout[name])} held-out "
+                             "documents after cleaning; the stream is too small for these parameters")
+    shutil.rmtree(dp.staging)
+    return Sources(tok, docs, heldout, counts)
 
 
 def _stage_lines(path: Path, texts) -> int:
@@ -409,17 +370,10 @@ def _stage_language(p: Params, dp: layout.DataPaths, lang: str, keys: set[str], 
     return held.heldout(), {**counts, "decontaminated": held.rejected}
 
 
-def _stage_code(p: Params, dp: layout.DataPaths) -> None:
-    docs = _code_stream(p)
-    if p.code_chunk_chars:
-        docs = (piece for doc in docs for piece in corpus.chunk_code([doc], p.code_chunk_chars))
-    _stage_lines(dp.staging / "code.jsonl.gz", (d.text for d in docs))
-
-
-def _init_worker(encoder, eval_keys: set[str], heldout_keys: set[str], seed: int) -> None:
+def _init_worker(encoder, eval_keys: set[str], heldout_keys: set[str], split_seed: int | None) -> None:
     tok_lib.init_worker(encoder)
     _WORKER.update(eval=eval_keys, eval_index=corpus.contamination_index(eval_keys), held=heldout_keys,
-                   held_index=corpus.contamination_index(heldout_keys), seed=seed)
+                   held_index=corpus.contamination_index(heldout_keys), split_seed=split_seed)
 
 
 def _status(text: str) -> int:
@@ -432,41 +386,20 @@ def _status(text: str) -> int:
 
 
 def _clean_and_encode(texts: list[str]) -> dict:
-    """One pool task: which documents stay, and for those their ids, characters, UTF-8 bytes and
-    English 80/20 unit."""
+    """One pool task: which documents stay, and for those their ids and `_measure`'s numbers."""
     status = np.array([_status(t) for t in texts], dtype=np.int8)
     kept = [t for t, s in zip(texts, status) if s == KEEP]
-    return {"status": status, "ids": tok_lib.encode_in_worker(kept),
-            "chars": np.array([len(t) for t in kept], dtype=np.int64),
-            "bytes": np.array([len(t.encode()) for t in kept], dtype=np.int64),
-            "units": np.array([corpus.stable_unit(corpus.dedup_key(t), _WORKER["seed"], "english-80-20")
-                               for t in kept], dtype=np.float64)}
-
-
-@dataclass
-class DocFile:
-    """A source's kept documents, tokenised once: the token file and per-document numbers (in RAM:
-    a few bytes per document, never text)."""
-    path: Path
-    chars: np.ndarray
-    bytes: np.ndarray
-    units: np.ndarray  # stable_unit for the English 80/20 split
-    tokens: np.ndarray
-    removed: dict
-
-    @property
-    def n(self) -> int:
-        return len(self.chars)
+    return {"status": status, "ids": tok_lib.encode_in_worker(kept), **_measure(kept, _WORKER["split_seed"])}
 
 
 def tokenise_staged(staged: Path, out: Path, tok, vocab: int, eval_keys: set[str], heldout_keys: set[str],
-                    seed: int, n_workers: int) -> DocFile:
+                    split_seed: int | None, n_workers: int) -> DocFile:
     """Pass 2: decontaminate and tokenise a staging file with `n_workers` processes, in order, into a
-    token file with document offsets."""
-    parts: dict[str, list] = {"chars": [], "bytes": [], "units": []}
+    token file with document offsets (`split_seed`: see `_measure`)."""
+    parts: dict[str, list] = {"chars": [], "bytes": []} | ({"units": []} if split_seed is not None else {})
     removed = {EVAL_TEXT: 0, HELDOUT_TEXT: 0}
     results = tok_lib.ordered_map(_clean_and_encode, _staged_batches(staged), n_workers, _init_worker,
-                                  (tok_lib.worker_state(tok), eval_keys, heldout_keys, seed))
+                                  (tok_lib.worker_state(tok), eval_keys, heldout_keys, split_seed))
     with packing.TokenWriter(out, vocab, offsets=True) as writer:
         for result in results:
             for ids in result["ids"]:
@@ -476,9 +409,8 @@ def tokenise_staged(staged: Path, out: Path, tok, vocab: int, eval_keys: set[str
             for code in removed:
                 removed[code] += int((result["status"] == code).sum())
     arrays = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
-    tokens = packing.PackedTokens(out).doc_lengths().copy()
-    return DocFile(out, arrays["chars"], arrays["bytes"], arrays["units"], tokens,
-                   {"decontaminated": removed[EVAL_TEXT], "heldout_overlap_removed": removed[HELDOUT_TEXT]})
+    return DocFile.of(out, arrays, {"decontaminated": removed[EVAL_TEXT],
+                                    "heldout_overlap_removed": removed[HELDOUT_TEXT]})
 
 
 def _hub_tokenizer(p: Params, dp: layout.DataPaths, names: list[str], keys: dict[str, set[str]]):
@@ -493,6 +425,70 @@ def _hub_tokenizer(p: Params, dp: layout.DataPaths, names: list[str], keys: dict
                 if not keys[name] or not corpus.is_contaminated(text, keys[name], index):
                     yield text
     return tok_lib.train_bpe(texts(), p.bpe_vocab_size)
+
+
+# -- tokenised documents ---------------------------------------------------------------------------
+
+@dataclass
+class DocFile:
+    """A source's kept documents, tokenised once: the token file and per-document numbers (in RAM:
+    a few bytes per document, never text)."""
+    path: Path
+    chars: np.ndarray
+    bytes: np.ndarray
+    units: np.ndarray | None  # English only: stable_unit for the 80/20 split
+    tokens: np.ndarray
+    removed: dict = field(default_factory=dict)  # the Hub source's pass 2: documents it dropped, by reason
+
+    @classmethod
+    def of(cls, path: Path, measures: dict[str, np.ndarray], removed: dict | None = None) -> DocFile:
+        """The DocFile of a written token file, with `_measure`'s numbers of its documents."""
+        tokens = packing.PackedTokens(path).doc_lengths().copy()
+        return cls(path, measures["chars"], measures["bytes"], measures.get("units"), tokens, removed or {})
+
+    @property
+    def n(self) -> int:
+        return len(self.chars)
+
+
+def _split_seed(p: Params, name: str) -> int | None:
+    """Only English is split (into the seed's 80% and the bases' 20%)."""
+    return p.seed if name == languages.ENGLISH else None
+
+
+def _measure(texts: list[str], split_seed: int | None) -> dict[str, np.ndarray]:
+    """Characters and UTF-8 bytes of each document and, given a `split_seed`, its unit for the English
+    80/20 split (corpus.split_fraction's rule: the seed model gets the units below english_seed_fraction)."""
+    out = {"chars": np.array([len(t) for t in texts], dtype=np.int64),
+           "bytes": np.array([len(t.encode()) for t in texts], dtype=np.int64)}
+    if split_seed is not None:
+        out["units"] = np.array([corpus.stable_unit(corpus.dedup_key(t), split_seed, "english-80-20")
+                                 for t in texts], dtype=np.float64)
+    return out
+
+
+def write_documents(out: Path, tok, texts: list[str], split_seed: int | None) -> DocFile:
+    """Tokenise cleaned documents (in the tokenizers backend, in parallel) into a token file with
+    document offsets (`split_seed`: see `_measure`)."""
+    ids = tok_lib.encode_documents(tok, texts, add_bos=True)
+    bounds = np.cumsum([0, *map(len, ids)])
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(bounds[-1]))
+    if flat.size and (flat.min() < 0 or flat.max() >= len(tok)):
+        raise ValueError(f"{out}: token id out of range [0, {len(tok)})")
+    with packing.TokenWriter(out, len(tok), offsets=True) as writer:
+        for a, b in zip(bounds[:-1], bounds[1:]):  # one array for all: far fewer conversions than per document
+            writer.add_checked(flat[a:b])
+    return DocFile.of(out, _measure(texts, split_seed))
+
+
+# -- the recipe: UniMax budgets, replay and every stage's stream from the token files ---------------
+
+def replay_counts(p: Params, n_docs: dict[str, int], n_english: int, n_code: int) -> dict[str, tuple[int, int]]:
+    """English and code replay documents per language: the reference language gets the base fractions,
+    the others that scaled by their share of training documents (FACTS.md)."""
+    ref = n_docs[p.replay_reference_lang] if p.replay_reference_lang in n_docs else max(n_docs.values())
+    return {lang: (round(p.replay_english_fraction * n / ref * n_english),
+                   round(p.replay_code_fraction * n / ref * n_code)) for lang, n in n_docs.items()}
 
 
 def take_chars(rng: np.random.Generator, doc_chars: np.ndarray, target: float) -> np.ndarray:
@@ -510,7 +506,7 @@ def take_chars(rng: np.random.Generator, doc_chars: np.ndarray, target: float) -
 
 
 def take_docs(rng: np.random.Generator, n: int, epochs: float) -> np.ndarray:
-    """`repeat_epochs` on document numbers: whole permuted passes, then the start of one more."""
+    """`epochs` passes over n documents: whole permuted passes, then the start of one more."""
     parts = [rng.permutation(n) for _ in range(int(epochs))]
     rest = round((epochs - int(epochs)) * n)
     if rest:
@@ -522,52 +518,10 @@ def _sample(rng: np.random.Generator, pool: np.ndarray, k: int) -> np.ndarray:
     return rng.choice(pool, size=min(k, len(pool)), replace=False) if k else np.zeros(0, dtype=np.int64)
 
 
-def _prepare_hub(p: Params, dp: layout.DataPaths, log) -> list[Path]:
-    pair_outputs = build_multiblimp(p, dp, log)
-    shutil.rmtree(dp.staging, ignore_errors=True)
-    dp.staging.mkdir(parents=True)
-    langs = [languages.ENGLISH, *p.langs]
-    keys = {lang: eval_keys(p, lang) for lang in langs} | {"code": set()}
-    heldout, counts = {}, {}
-    for lang in langs:
-        cap = float("inf") if lang == languages.ENGLISH else p.char_budget
-        heldout[lang], counts[lang] = _stage_language(p, dp, lang, keys[lang], cap)
-        log(f"  {lang}: staged, {counts[lang]}")
-    _stage_code(p, dp)
-    names = [*langs, "code"]
-    tok = _hub_tokenizer(p, dp, names, {n: keys[n] | {corpus.dedup_key(d.text) for d in heldout.get(n, [])}
-                                        for n in names})
-    tok_lib.save_tokenizer(tok, dp.tokenizer)
-    vocab = len(tok)
-    docs = {}
-    for name in names:
-        held_keys = {corpus.dedup_key(d.text) for d in heldout.get(name, [])}
-        docs[name] = tokenise_staged(dp.staging / f"{name}.jsonl.gz", dp.docs(name), tok, vocab, keys[name],
-                                     held_keys, p.seed, workers(p))
-        if name in counts:
-            counts[name]["decontaminated"] += docs[name].removed["decontaminated"]
-            counts[name] |= {"heldout_overlap_removed": docs[name].removed["heldout_overlap_removed"],
-                             "train_docs": docs[name].n, "heldout_docs": len(heldout[name])}
-        log(f"  {name}: {docs[name].n} documents, {int(docs[name].tokens.sum())} tokens")
-        if name in heldout and (not docs[name].n or not heldout[name]):
-            raise ValueError(f"language {name}: {docs[name].n} training and {len(heldout[name])} held-out "
-                             "documents after cleaning; the stream is too small for these parameters")
-    shutil.rmtree(dp.staging)
-    rows, plan = _mix_hub(p, dp, docs, counts, vocab)
-    for lang in langs:
-        _write_text(dp.heldout(lang), heldout[lang])
-        if has_local_eval_data(p):
-            artifacts.atomic_write_text(dp.udhr(lang), "".join(
-                line + "\n" for line in corpus.udhr_lines(p.data_path, lang)))
-    artifacts.atomic_write_json(dp.plan, {"vocab_size": vocab, "bos_token_id": tok.bos_token_id,
-                                          "eos_token_id": tok.eos_token_id, **plan})
-    artifacts.atomic_write_text(dp.stats, pd.DataFrame(rows).to_csv(index=False))
-    return pair_outputs
-
-
-def _mix_hub(p: Params, dp: layout.DataPaths, docs: dict[str, DocFile], counts: dict, vocab: int) -> tuple[list, dict]:
-    """Every stage's stream from the per-source token files; only document numbers are in memory.
-    A document's global number is its index plus the documents of the sources before it."""
+def mix(p: Params, dp: layout.DataPaths, docs: dict[str, DocFile], counts: dict, vocab: int) -> tuple[list, dict]:
+    """Every stage's stream from the per-source token files (English, the target languages, code);
+    returns the rows of stats.csv and the plan. Only document numbers are in memory: a document's
+    global number is its index plus the documents of the sources before it."""
     rng = np.random.default_rng(p.seed)
     names = list(docs)
     start = dict(zip(names, np.cumsum([0] + [docs[n].n for n in names]).tolist()))
@@ -596,8 +550,8 @@ def _mix_hub(p: Params, dp: layout.DataPaths, docs: dict[str, DocFile], counts: 
         info = write(lang, mixtures[-1])
         if info["n_tokens"] < p.tokens_per_step:
             raise corpus.DataError(f"language {lang}: {info['n_tokens']} training tokens, less than one batch of "
-                                   f"{p.tokens_per_step} (global_batch_size x seq_len); raise char_budget or "
-                                   "lower global_batch_size")
+                                   f"{p.tokens_per_step} (global_batch_size x seq_len); add text, raise "
+                                   "char_budget or lower global_batch_size")
         train_tokens = int(docs[lang].tokens.sum())
         rows.append({
             "lang": lang, **counts[lang], "train_chars": available[lang],
