@@ -3,6 +3,7 @@ folders, score minimal pairs with a model folder, or build agreement pairs from 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import shutil
 import sys
@@ -12,22 +13,28 @@ from pathlib import Path
 import yaml
 
 from . import artifacts
-from .evaluation.pair_sources import PAIR_FORMATS, PairsFormatError
-from .merging.engine import DTYPES, METHODS, MergeError
-from .models.modeling import ModelFolderError
-from .params import SCALES, MissingInputError, ParamError, load_params
-from .evaluation.ud_pairs import ConlluError
+from .errors import HyperllamaError, MergeError, ModelFolderError, PairsFormatError, ParamError
+from .evaluation.pair_sources import PAIR_FORMATS
+from .merging.engine import DTYPES, METHODS
+from .params import SCALES, load_params
 
+# OS errors that a user causes: a missing input, an existing or unwritable output, a full disk
+USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _yaml_value(option: str, pair: str, error: type[HyperllamaError] = ParamError) -> tuple[str, object]:
+    if "=" not in pair:
+        raise error(f"{option} expects KEY=VALUE, got {pair!r}")
+    key, value = pair.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise error(f"{option} {pair!r}: the value is not YAML ({getattr(e, 'problem', None) or e})") from None
 
 
 def _overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ParamError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return dict(_yaml_value("--set", pair) for pair in pairs)
 
 
 def _grid_params(args):
@@ -45,11 +52,7 @@ def cmd_reproduce(args) -> int:
 
     p, overrides = _grid_params(args)
     started = time.time()
-    try:
-        code = runner.Runner(p, overrides, parallel=args.jobs, only=args.only).run()
-    except RuntimeError as e:  # the run directory is busy
-        print(f"hyperllama reproduce: {e}", file=sys.stderr)
-        return 2
+    code = runner.Runner(p, overrides, parallel=args.jobs, only=args.only).run()
     if code == 0:
         print(f"[reproduce] scale {p.scale} finished in {time.time() - started:.0f}s; figures in "
               f"{p.publish_path / 'figures'}, tables in {p.publish_path / 'tables'}, report "
@@ -153,12 +156,7 @@ def cmd_merge(args) -> int:
     elif weights is not None and len(weights) != n:
         raise MergeError(f"--weight takes one value for all models or one per model; got {len(weights)} "
                          f"for {n} models")
-    params = {}
-    for pair in args.param:
-        if "=" not in pair:
-            raise MergeError(f"--param expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        params[key.strip()] = yaml.safe_load(value)
+    params = dict(_yaml_value("--param", pair, MergeError) for pair in args.param)
     params.update({k: getattr(args, k) for k in ("density", "normalize", "seed") if getattr(args, k) is not None})
     for key in params:
         if key not in method.parameters:
@@ -182,12 +180,8 @@ def cmd_merge(args) -> int:
 def cmd_fisher(args) -> int:
     from .merging import fisher_information
 
-    try:
-        n = fisher_information.estimate_to_file(args.model_dir, args.tokens, args.out, args.seq_len, args.n_tokens,
-                                    normalize_mean=not args.no_normalize, progress=sys.stderr.isatty())
-    except ValueError as e:  # too short a token file; PackedTokensError included
-        print(f"hyperllama fisher: {e}", file=sys.stderr)
-        return 2
+    n = fisher_information.estimate_to_file(args.model_dir, args.tokens, args.out, args.seq_len, args.n_tokens,
+                                            normalize_mean=not args.no_normalize, progress=sys.stderr.isatty())
     print(f"diagonal Fisher of {args.model_dir} on {n} windows of {args.seq_len} tokens "
           f"from {args.tokens} -> {args.out}")
     return 0
@@ -205,6 +199,20 @@ def _positive_int(value: str) -> int:
 
 def _batch_size(value: str) -> int | str:
     return value if value == "auto" else _positive_int(value)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ParamError(f"--device {name!r} is not a device; valid choices: auto, cpu, cuda, cuda:1, ...") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ParamError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return name
 
 
 def _load_scorer(model_dir: str, device: str):
@@ -237,8 +245,6 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_score_pairs(args) -> int:
-    import torch
-
     from . import evaluation
     from .evaluation import pair_sources
 
@@ -247,7 +253,7 @@ def cmd_score_pairs(args) -> int:
         pairs = pairs.sample(n=args.max_pairs, random_state=0).sort_index()
     if pairs.empty:
         raise PairsFormatError(f"{args.pairs_file}: no pairs")
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(args.device)
     model, tok = _load_scorer(args.model_dir, device)
     scored, summary = evaluation.score_pairs(model, tok, pairs, batch_size=args.batch_size, device=device,
                                              progress=sys.stderr.isatty(), dtype=args.dtype,
@@ -440,13 +446,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; an error the user caused is one line on stderr and exit status 2, a bug keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParamError, MissingInputError, ModelFolderError, PairsFormatError, MergeError, FileExistsError,
-            FileNotFoundError, ConlluError) as e:
-        print(f"hyperllama {args.command}: {e}", file=sys.stderr)
-        return 2
+    except HyperllamaError as e:
+        message = e.one_line()
+    except OSError as e:
+        if not isinstance(e, USER_OS_ERRORS) and e.errno not in DISK_FULL:
+            raise
+        message = f"{type(e).__name__}: {' '.join(str(e).split())}"
+    print(f"hyperllama {args.command}: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ class PackedTokens:
             self.meta = json.loads(side.read_text())
             self.dtype = np.dtype(self.meta["dtype"])
             self.n_tokens = int(self.meta["n_tokens"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or a number that is not one
             raise PackedTokensError(f"{side}: unreadable sidecar ({e}); rebuild {self.path}") from None
         expected = self.n_tokens * self.dtype.itemsize
         actual = self.path.stat().st_size

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import fast_llama, prefix_tree
+from ..errors import ModelFolderError, ParamError
 
 BREAKDOWN_COLUMNS = ("paradigm", "field", "phenomenon", "lang")
 # summary key -> per-pair column that decides it
@@ -74,7 +75,7 @@ def _autocast(device: torch.device, dtype: str | torch.dtype | None) -> ContextM
     """bf16 autocast for bf16 (auto: on CUDA); fp32 switches any caller's autocast off."""
     name = _DTYPE_NAMES.get("auto" if dtype is None else dtype)
     if name is None:
-        raise ValueError(f"unknown dtype {dtype!r}; expected auto, fp32 or bf16")
+        raise ParamError(f"unknown dtype {dtype!r}; expected auto, fp32 or bf16")
     if name == "auto":
         if device.type != "cuda":
             # fp32 unless the caller opted into autocast (eval_grid does for precision: bf16)
@@ -127,7 +128,7 @@ def _is_auto(batch_size: int | str | None) -> bool:
         return True
     if isinstance(batch_size, (int, np.integer)) and batch_size >= 1:
         return False
-    raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    raise ParamError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
 
 
 def _plan_batches(model: torch.nn.Module, lengths: Sequence[int], batch_size: int | str | None,
@@ -153,7 +154,7 @@ def _context_length(model: torch.nn.Module) -> int:
 
 def _bos_id(tokenizer: Any) -> int:
     if tokenizer.bos_token_id is None:
-        raise ValueError("the tokenizer has no bos_token; scoring conditions on BOS")
+        raise ModelFolderError("the tokenizer has no bos_token; scoring conditions on BOS")
     return int(tokenizer.bos_token_id)
 
 

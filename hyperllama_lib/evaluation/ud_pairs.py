@@ -88,7 +88,7 @@ from typing import Iterable, Iterator
 import pandas as pd
 
 from .. import artifacts, languages
-from ..errors import ConlluError  # noqa: F401  (defined in errors.py)
+from ..errors import ConlluError, ParamError  # noqa: F401  (defined in errors.py)
 
 COLUMNS = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "grammatical_feature",
            "ungrammatical_feature", "child", "distance", "prefix", "metadata"]
@@ -570,7 +570,7 @@ def balance(rows: list[dict], seed: int = 0, max_share: float = 0.5) -> list[dic
     """Subsample so that within each phenomenon no grammatical feature value exceeds max_share of the
     items (see the module doc); the kept rows stay in their order."""
     if not 0 < max_share <= 1:
-        raise ValueError(f"max_share must be in (0, 1], got {max_share}")
+        raise ParamError(f"max_share must be in (0, 1], got {max_share}")
     groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, row in enumerate(rows):
         groups[row["phenomenon"]][row["grammatical_feature"]].append(i)

@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import yaml
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
 from .methods import METHODS, MergeMethod
@@ -181,16 +181,26 @@ def tensor_files(model_dir: Path) -> dict[str, Path]:
     """Tensor name -> safetensors file, for single-file and sharded checkpoints."""
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return {name: model_dir / fname for name, fname in weight_map.items()}
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            return {name: model_dir / fname for name, fname in weight_map.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise MergeError(f"{index}: unreadable shard index ({e!r})") from None
     single = model_dir / "model.safetensors"
     if not single.is_file():
         raise MergeError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
     return _single_file(single)
 
 
+def _safe_open(path: Path):
+    try:
+        return safe_open(path, framework="pt")
+    except SafetensorError as e:
+        raise MergeError(f"{path}: not a readable safetensors file ({e})") from None
+
+
 def _single_file(path: Path) -> dict[str, Path]:
-    with safe_open(path, framework="pt") as f:
+    with _safe_open(path) as f:
         return {name: path for name in f.keys()}
 
 
@@ -200,7 +210,7 @@ def _shapes(files: dict[str, Path]) -> dict[str, tuple[int, ...]]:
     for name, path in files.items():
         by_file.setdefault(path, []).append(name)
     for path, names in by_file.items():
-        with safe_open(path, framework="pt") as f:
+        with _safe_open(path) as f:
             for name in names:
                 shapes[name] = tuple(f.get_slice(name).get_shape())
     return shapes

@@ -27,13 +27,14 @@ from tqdm.auto import tqdm
 
 from .. import artifacts
 from ..corpus.packing import PackedTokens
+from ..errors import DataError
 
 
 def windows(tokens: PackedTokens, seq_len: int, n_tokens: int) -> list[np.ndarray]:
     """Evenly spaced windows of seq_len + 1 tokens (inputs and next-token labels), n_tokens in all."""
     n_blocks = (len(tokens) - 1) // seq_len
     if n_blocks < 1:
-        raise ValueError(f"{tokens.path} has {len(tokens)} tokens, fewer than one window of {seq_len + 1}")
+        raise DataError(f"{tokens.path} has {len(tokens)} tokens, fewer than one window of {seq_len + 1}")
     wanted = max(1, min(n_blocks, n_tokens // seq_len))
     starts = np.linspace(0, n_blocks - 1, wanted).round().astype(np.int64) * seq_len
     return [np.asarray(tokens.tokens[s:s + seq_len + 1], dtype=np.int64) for s in starts]
@@ -104,6 +105,10 @@ def estimate_to_file(model_dir: str | Path, tokens: str | Path, out: str | Path,
 
     examples = windows(PackedTokens(tokens), seq_len, n_tokens)
     model = modeling.load_model(model_dir)
+    top = max(int(window.max()) for window in examples)
+    if top >= model.config.vocab_size:
+        raise DataError(f"{tokens} holds token id {top}, beyond the {model.config.vocab_size} ids of {model_dir}; "
+                        "use a token file made with the model's tokenizer")
     with torch.enable_grad():
         values = diagonal_fisher(model, examples, progress=progress)
     if normalize_mean:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from ..errors import ParamError
 from .modeling import (
     HyperLlamaConfig,
     check_model_folder,
@@ -43,7 +44,7 @@ def _check_factors(factor: int, ffn_factor: int | None) -> int:
     ffn_factor = factor if ffn_factor is None else ffn_factor
     for name, value in (("factor", factor), ("ffn_factor", ffn_factor)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise ParamError(f"{name} must be a positive integer, got {value!r}")
     return ffn_factor
 
 
@@ -121,7 +122,7 @@ def hyperclone(
     """
     ffn_factor = _check_factors(factor, ffn_factor)
     if noise_std < 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        raise ParamError(f"noise_std must be >= 0, got {noise_std}")
     config = clone_config(model.config, factor, ffn_factor)
     dtype = model.get_input_embeddings().weight.dtype
     gen = torch.Generator().manual_seed(seed)

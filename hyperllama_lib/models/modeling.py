@@ -18,7 +18,7 @@ from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.initialization import no_init_weights
-from ..errors import ModelFolderError  # noqa: F401  (defined in errors.py)
+from ..errors import ModelFolderError, ParamError  # noqa: F401  (defined in errors.py)
 
 LLAMA_MODEL_TYPES = ("llama", "hyperllama")
 
@@ -257,7 +257,7 @@ def export_llama(model: LlamaForCausalLM, mode: str = "fold_norm") -> LlamaForCa
     untie: untied head with lm_head.weight = E / factor.
     """
     if mode not in ("fold_norm", "untie"):
-        raise ValueError(f"unknown export mode {mode!r} (expected fold_norm or untie)")
+        raise ParamError(f"unknown export mode {mode!r} (expected fold_norm or untie)")
     if not isinstance(model.config, HyperLlamaConfig):
         return copy.deepcopy(model)
     factor = lm_head_factor(model)

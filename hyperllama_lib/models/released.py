@@ -80,7 +80,13 @@ def fetch(repo: str, revision: str | None, dst: Path, vocab_size: int | None = N
     """Download a released model (config, safetensors, tokenizer only) to dst; return its provenance."""
     from huggingface_hub import snapshot_download  # imported late: only hub runs need it
 
-    folder = Path(snapshot_download(repo_id=repo, revision=revision, allow_patterns=ALLOW_PATTERNS))
+    try:
+        folder = Path(snapshot_download(repo_id=repo, revision=revision, allow_patterns=ALLOW_PATTERNS))
+    except OSError as e:  # huggingface_hub's errors: no such repo or revision, gated, offline, HTTP
+        where = repo + (f"@{revision}" if revision else "")
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise ReleasedModelError(f"{where}: cannot download ({type(e).__name__}: {reason}); check the name in "
+                                 "released_repos or released_repo_pattern, the network, and HF_TOKEN") from None
     config = place(folder, dst, repo, vocab_size)
     # the Hub cache names each snapshot folder after its commit
     commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None

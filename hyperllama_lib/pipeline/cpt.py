@@ -55,6 +55,9 @@ def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log
     data_fp = layout.require(p, layout.DATA_STEP)
     where = layout.of(p)
     plan = data.load_plan(p)
+    if lang not in plan["cpt_steps"]:
+        raise MissingInputError(f"01_data in {p.run_path} made no training stream for {lang} (only for "
+                                f"{', '.join(plan['cpt_steps'])}); run notebooks/01_data.ipynb with {lang} in langs")
     steps = plan["cpt_steps"][lang]
     rows = []
     p = stage_params(p, lang)

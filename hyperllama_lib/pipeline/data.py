@@ -119,7 +119,7 @@ def clean_language(p: Params, lang: str) -> tuple[list, list, dict]:
     # UD copies of the same sentences) must not leak held-out text into training.
     train, n_overlap = corpus.decontaminate(train, {corpus.dedup_key(d.text) for d in heldout})
     if not train or not heldout:
-        raise ValueError(f"language {lang}: {len(train)} training and {len(heldout)} held-out documents "
+        raise corpus.DataError(f"language {lang}: {len(train)} training and {len(heldout)} held-out documents "
                          "after cleaning; the corpus is too small for these parameters")
     counts = {"docs_raw": len(raw), "duplicates_removed": n_dup, "decontaminated": n_contam,
               "heldout_overlap_removed": n_overlap,
@@ -550,7 +550,7 @@ def _prepare_hub(p: Params, dp: layout.DataPaths, log) -> list[Path]:
                              "train_docs": docs[name].n, "heldout_docs": len(heldout[name])}
         log(f"  {name}: {docs[name].n} documents, {int(docs[name].tokens.sum())} tokens")
         if name in heldout and (not docs[name].n or not heldout[name]):
-            raise ValueError(f"language {name}: {docs[name].n} training and {len(heldout[name])} held-out "
+            raise corpus.DataError(f"language {name}: {docs[name].n} training and {len(heldout[name])} held-out "
                              "documents after cleaning; the stream is too small for these parameters")
     shutil.rmtree(dp.staging)
     rows, plan = _mix_hub(p, dp, docs, counts, vocab)

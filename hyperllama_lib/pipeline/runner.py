@@ -30,6 +30,7 @@ import yaml
 
 from .. import artifacts, languages
 from . import layout
+from ..errors import RunBusyError
 from ..params import REPO_ROOT, ParamError, Params, load_params
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -220,7 +221,7 @@ def run_lock(p: Params):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another reproduction is running in {p.run_path} (or its notebooks still "
+            raise RunBusyError(f"another reproduction is running in {p.run_path} (or its notebooks still "
                                "are); wait for it to finish") from None
         yield fd
     finally:

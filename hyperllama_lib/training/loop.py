@@ -59,6 +59,8 @@ RESUME_KEYS = ["seed", "seq_len", "micro_batch_size", "global_batch_size", "lr",
 
 def resolve_device(p: Params) -> torch.device:
     kind = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ParamError("device cuda: this machine has no CUDA device; set device to auto or cpu")
     if kind == "cuda" and distributed.world_size() > 1:
         return torch.device("cuda", distributed.local_rank())
     return torch.device(kind)
