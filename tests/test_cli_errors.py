@@ -20,7 +20,7 @@ from hyperllama_lib import artifacts, cli, errors
 from hyperllama_lib.corpus import packing
 from hyperllama_lib.models import modeling
 from hyperllama_lib.params import load_params
-from hyperllama_lib.pipeline import data, runner, upscale
+from hyperllama_lib.pipeline import layout, runner, upscale
 from hyperllama_lib.training import loop
 from test_resume import toy_tokenizer  # word-level, 64 ids, BOS 1, EOS 2
 
@@ -61,7 +61,7 @@ class Case:
         """01_data's outputs as upscale and cpt read them (plan, tokenizer, streams, held-out text), and
         with `base` 02_upscale's 1x base, recorded in the manifest without doing their work."""
         p = load_params("smoke", self.overrides)
-        dp = data.paths(p)
+        dp = layout.of(p).data
         toy_tokenizer().save_pretrained(dp.tokenizer)
         rng = np.random.default_rng(0)
         for name, n in {"seed": seed_tokens, "base": 40 * 64, "est": lang_tokens}.items():
@@ -70,12 +70,12 @@ class Case:
             artifacts.atomic_write_text(dp.heldout(lang), "t3 t4 t5\nt6 t7\n")
         artifacts.atomic_write_json(dp.plan, {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 2,
                                               "seed_steps": 4, "base_steps": 4, "cpt_steps": {"est": 4}})
-        with artifacts.Step(p.run_path, data.STEP, {"fake": True}, **QUIET) as s:
+        with artifacts.Step(p.run_path, layout.DATA_STEP, {"fake": True}, **QUIET) as s:
             s.outputs = [dp.root]
         if base:
-            folder = upscale.base_model(p, "1x")
+            folder = layout.of(p).base_model("1x")
             modeling.new_model(upscale.model_config(p, VOCAB, 1, 2), seed=0).save_pretrained(folder)
-            with artifacts.Step(p.run_path, "english/base_1x", {"fake": True}, **QUIET) as s:
+            with artifacts.Step(p.run_path, layout.RunLayout.base_step("1x"), {"fake": True}, **QUIET) as s:
                 s.outputs = [folder]
         return p
 
@@ -137,7 +137,7 @@ def upscale_before_data(c):
 
 def upscale_truncated_stream(c):
     p = c.fake_data()
-    path = data.paths(p).train("seed")
+    path = layout.of(p).data.train("seed")
     path.write_bytes(path.read_bytes()[:100])
     return ["upscale", *c.step_args()]
 
@@ -180,7 +180,7 @@ def cpt_language_without_data(c):
 
 def cpt_damaged_base(c):
     p = c.fake_data()
-    (upscale.base_model(p, "1x") / "config.json").unlink()
+    (layout.of(p).base_model("1x") / "config.json").unlink()
     return ["cpt", *c.step_args(), "--lang", "est", "--setups", "1x"]
 
 

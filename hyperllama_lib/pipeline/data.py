@@ -120,7 +120,7 @@ def clean_language(p: Params, lang: str) -> tuple[list, list, dict]:
     train, n_overlap = corpus.decontaminate(train, {corpus.dedup_key(d.text) for d in heldout})
     if not train or not heldout:
         raise corpus.DataError(f"language {lang}: {len(train)} training and {len(heldout)} held-out documents "
-                         "after cleaning; the corpus is too small for these parameters")
+                               "after cleaning; the corpus is too small for these parameters")
     counts = {"docs_raw": len(raw), "duplicates_removed": n_dup, "decontaminated": n_contam,
               "heldout_overlap_removed": n_overlap,
               "train_docs": len(train), "heldout_docs": len(heldout)}
@@ -551,7 +551,7 @@ def _prepare_hub(p: Params, dp: layout.DataPaths, log) -> list[Path]:
         log(f"  {name}: {docs[name].n} documents, {int(docs[name].tokens.sum())} tokens")
         if name in heldout and (not docs[name].n or not heldout[name]):
             raise corpus.DataError(f"language {name}: {docs[name].n} training and {len(heldout[name])} held-out "
-                             "documents after cleaning; the stream is too small for these parameters")
+                                   "documents after cleaning; the stream is too small for these parameters")
     shutil.rmtree(dp.staging)
     rows, plan = _mix_hub(p, dp, docs, counts, vocab)
     for lang in langs:
