@@ -115,7 +115,7 @@ def test_fp16_loss_scaling_tracks_fp32_and_logs_skipped_updates(tmp_path, monkey
     assert summary["skipped_steps"] == 0 and all(r["skipped"] == "0" for r in fp16)
     assert np.allclose([float(r["loss"]) for r in fp16], [float(r["loss"]) for r in fp32], rtol=1e-2)
     # a loss scale so large that fp16 gradients overflow: every update is skipped and the scale halves
-    monkeypatch.setattr(training, "FP16_INIT_SCALE", 2.0 ** 40)
+    monkeypatch.setattr(training.loop, "FP16_INIT_SCALE", 2.0 ** 40)
     model, summary, rows, lines = _fp16_run(tmp_path, "overflow", precision="fp16")
     assert summary["skipped_steps"] == 3 and [r["skipped"] for r in rows] == ["1", "1", "1"]
     assert [float(r["loss_scale"]) for r in rows] == [2.0 ** 40, 2.0 ** 39, 2.0 ** 38]
