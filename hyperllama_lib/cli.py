@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from . import artifacts
+from .artifacts import atomic
 from .errors import HyperllamaError, MergeError, ModelFolderError, PairsFormatError, ParamError
 from .evaluation.pair_sources import PAIR_FORMATS
 from .merging.engine import DTYPES, METHODS
@@ -136,7 +136,7 @@ def cmd_export_llama(args) -> int:
     from .models import modeling
 
     model = modeling.export_llama(modeling.load_model(args.src), mode=args.mode)
-    with artifacts.atomic_dir(Path(args.dst)) as tmp:
+    with atomic.replace_dir(Path(args.dst)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
             if (Path(args.src) / name).is_file():
@@ -172,7 +172,7 @@ def cmd_merge(args) -> int:
     print(f"merged {n} models with {method.name} ({settings}; weights {manifest['weights']}) -> {out} "
           f"({args.dtype})")
     if args.mergekit_yaml:
-        artifacts.atomic_write_text(Path(args.mergekit_yaml), (out / "mergekit_config.yml").read_text())
+        atomic.write_text(Path(args.mergekit_yaml), (out / "mergekit_config.yml").read_text())
         print(f"wrote the mergekit config to {args.mergekit_yaml}")
     return 0
 
@@ -201,21 +201,7 @@ def _batch_size(value: str) -> int | str:
     return value if value == "auto" else _positive_int(value)
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ParamError(f"--device {name!r} is not a device; valid choices: auto, cpu, cuda, cuda:1, ...") from None
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ParamError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return name
-
-
-def _load_scorer(model_dir: str, device: str):
+def _load_scorer(model_dir: str, device):
     """Model and tokenizer of a model folder, checked to fit each other."""
     from .models import modeling
     from .corpus import tokenizer
@@ -246,6 +232,7 @@ def _print_summary(summary: dict) -> None:
 
 def cmd_score_pairs(args) -> int:
     from . import evaluation
+    from .device import resolve as resolve_placement
     from .evaluation import pair_sources
 
     pairs = pair_sources.load_pairs_file(args.pairs_file, args.format)  # a bad file fails before the model loads
@@ -253,7 +240,7 @@ def cmd_score_pairs(args) -> int:
         pairs = pairs.sample(n=args.max_pairs, random_state=0).sort_index()
     if pairs.empty:
         raise PairsFormatError(f"{args.pairs_file}: no pairs")
-    device = _device(args.device)
+    device = resolve_placement(args.device, args.dtype).device
     model, tok = _load_scorer(args.model_dir, device)
     scored, summary = evaluation.score_pairs(model, tok, pairs, batch_size=args.batch_size, device=device,
                                              progress=sys.stderr.isatty(), dtype=args.dtype,
@@ -263,7 +250,7 @@ def cmd_score_pairs(args) -> int:
         result = {"model_dir": str(args.model_dir), "pairs_file": str(args.pairs_file),
                   "format": args.format or pair_sources.detect_pairs_format(args.pairs_file),
                   **summary, "pairs": json.loads(scored.to_json(orient="records", force_ascii=False))}
-        artifacts.atomic_write_text(Path(args.out), json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        atomic.write_text(Path(args.out), json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {args.out}")
     return 0
 

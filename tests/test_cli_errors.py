@@ -317,7 +317,7 @@ CASES = [  # command, provocation, the error class its one line names
     ("export-llama", export_not_a_llama, "ModelFolderError"),
     ("export-llama", export_destination_inside_a_file, "FileExistsError"),
     ("merge", merge_unknown_method, "MergeError"),
-    ("merge", merge_damaged_weights, "MergeError"),
+    ("merge", merge_damaged_weights, "ModelFolderError"),
     ("merge", merge_output_exists, "FileExistsError"),
     ("fisher", fisher_missing_model, "ModelFolderError"),
     ("fisher", fisher_missing_tokens, "PackedTokensError"),

@@ -87,7 +87,8 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
-from .. import artifacts, languages
+from .. import languages
+from ..artifacts import atomic
 from ..errors import ConlluError, ParamError  # noqa: F401  (defined in errors.py)
 
 COLUMNS = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "grammatical_feature",
@@ -646,7 +647,7 @@ def write_data_tsv(pairs: pd.DataFrame, path: str | Path) -> Path:
     buffer = io.StringIO()
     pairs.to_csv(buffer, sep="\t", index=False, columns=[c for c in COLUMNS if c in pairs] +
                  [c for c in pairs if c not in COLUMNS], lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    artifacts.atomic_write_text(Path(path), buffer.getvalue())
+    atomic.write_text(Path(path), buffer.getvalue())
     return Path(path)
 
 

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .. import artifacts
+from ..artifacts import atomic, checkpoints
 from ..corpus.packing import PackedTokens
 from ..errors import DataError
 
@@ -80,7 +80,7 @@ def save_fisher(fisher: dict[str, torch.Tensor], path: str | Path, weight_names:
         raise ValueError(f"no Fisher for checkpoint tensor(s) {missing[:3]}")
     path = Path(path)
     tensors = {n: fisher[n].contiguous() for n in weight_names}
-    with artifacts.atomic_file(path) as tmp:
+    with atomic.replace_file(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "kind": "diagonal_fisher"})
     return path
 
@@ -100,8 +100,7 @@ def estimate_to_file(model_dir: str | Path, tokens: str | Path, out: str | Path,
                      n_tokens: int, normalize_mean: bool = True, progress: bool = False) -> int:
     """Estimate a model folder's diagonal Fisher on a packed token file and save it under the
     checkpoint's tensor names (`save_fisher`); returns the number of windows used."""
-    from .. import merging
-    from ..models import modeling  # merging and modeling are heavier; only this entry point needs them
+    from ..models import modeling  # heavier; only this entry point needs it
 
     examples = windows(PackedTokens(tokens), seq_len, n_tokens)
     model = modeling.load_model(model_dir)
@@ -113,5 +112,5 @@ def estimate_to_file(model_dir: str | Path, tokens: str | Path, out: str | Path,
         values = diagonal_fisher(model, examples, progress=progress)
     if normalize_mean:
         values = normalize(values)
-    save_fisher(values, out, sorted(merging.tensor_files(Path(model_dir))))
+    save_fisher(values, out, sorted(checkpoints.tensor_files(Path(model_dir))))
     return len(examples)

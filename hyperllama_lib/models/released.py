@@ -19,9 +19,10 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from .. import artifacts, languages
+from ..artifacts import atomic, checkpoints
 from . import modeling
 from ..params import Params
-from ..errors import ReleasedModelError  # noqa: F401  (defined in errors.py)
+from ..errors import ModelFolderError, ReleasedModelError  # noqa: F401  (defined in errors.py)
 
 ENGLISH_REPOS = {"1x": "liu-nlp/HyperLlama-180M-english-1x", "2x": "liu-nlp/HyperLlama-572M-english-2x"}
 SIZES = {"1x": "180M", "1x_cloned": "572M", "2x": "572M"}
@@ -61,13 +62,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def place(src: Path, dst: Path, repo: str, vocab_size: int | None = None) -> dict:
     """Put the allowed files of a downloaded snapshot at dst after checking them; return config.json."""
-    with artifacts.atomic_dir(dst) as tmp:
+    with atomic.replace_dir(dst) as tmp:
         for f in sorted(Path(src).iterdir()):
             if f.is_file() and _wanted(f.name):
                 _link_or_copy(f, tmp / f.name)
         try:
-            config = modeling.check_model_folder(tmp)
-        except modeling.ModelFolderError as e:
+            config = checkpoints.check_model_folder(tmp)
+        except ModelFolderError as e:
             raise ReleasedModelError(f"{repo}: {str(e).replace(str(tmp), 'the download')}") from None
         if vocab_size is not None and config.get("vocab_size") != vocab_size:
             raise ReleasedModelError(
