@@ -21,6 +21,7 @@ from transformers import AutoConfig
 from .. import artifacts, languages
 from . import modeling
 from ..params import Params
+from ..pipeline import fingerprints
 from ..errors import ReleasedModelError  # noqa: F401  (defined in errors.py)
 
 ENGLISH_REPOS = {"1x": "liu-nlp/HyperLlama-180M-english-1x", "2x": "liu-nlp/HyperLlama-572M-english-2x"}
@@ -98,12 +99,14 @@ def training_record(model_dir: Path, steps: int, tokens_per_step: int) -> dict:
 
 
 def fetch_step(p: Params, step: str, setup: str, lang: str, dst: Path, vocab_size: int | None,
-               steps: int | None = None, log=print) -> str:
-    """The manifest step `step` done by fetching the released model into dst; returns its fingerprint."""
+               steps: int | None = None, upstream: list[str] = (), log=print) -> str:
+    """The manifest step `step` done by fetching the released model into dst; returns its fingerprint.
+    `upstream`: 01_data's fingerprint, whose vocabulary the fetch checks and whose outputs (tokenizer,
+    streams, held-out text) every later step reads with the fetched model."""
     repo, revision = repo_for(p, setup, lang)
-    params = {"models_from": "hub", "repo_id": repo, "revision": revision, "setup": setup, "lang": lang,
-              "steps": steps, "tokens_per_step": p.tokens_per_step if steps else None}
-    with artifacts.Step(p.run_path, step, params, [], log=log) as s:
+    params = {**p.subset(fingerprints.keys("fetch")), "repo_id": repo, "revision": revision, "setup": setup,
+              "lang": lang, "steps": steps, "tokens_per_step": p.tokens_per_step if steps else None}
+    with artifacts.Step(p.run_path, step, params, upstream, log=log) as s:
         if s.todo:
             log(f"[{step}] fetching {repo}" + (f"@{revision}" if revision else ""))
             s.extra = fetch(repo, revision, dst, vocab_size)

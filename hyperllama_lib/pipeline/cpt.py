@@ -9,7 +9,7 @@ import dataclasses
 import pandas as pd
 
 from .. import artifacts, languages, training
-from . import data, layout, upscale
+from . import data, fingerprints, layout
 from ..models import modeling, released
 from ..corpus import tokenizer as tok_lib
 from ..params import MissingInputError, Params
@@ -35,7 +35,7 @@ def stage_params(p: Params, lang: str) -> Params:
 def _train(p: Params, setup: str, lang: str, steps: int, data_fp: str, log) -> None:
     where = layout.of(p)
     base_fp = layout.require(p, where.base_step(setup))
-    params = {**p.subset(upscale.TRAIN_KEYS), "lang": lang, "setup": setup, "steps": steps}
+    params = {**p.subset(fingerprints.keys("cpt")), "lang": lang, "setup": setup, "steps": steps}
     with artifacts.Step(p.run_path, where.cpt_step(setup, lang), params, [data_fp, base_fp], log=log) as s:
         if s.todo:
             model = modeling.load_model(where.base_model(setup))
@@ -61,7 +61,7 @@ def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log
     for setup in setups or p.setups:
         if p.models_from == "hub":
             released.fetch_step(p, where.cpt_step(setup, lang), setup, lang, where.cpt_model(setup, lang),
-                                plan["vocab_size"], steps=steps, log=log)
+                                plan["vocab_size"], steps=steps, upstream=[data_fp], log=log)
         else:
             _train(p, setup, lang, steps, data_fp, log)
         training.remove_resume_states(where.cpt_dir(setup, lang))
