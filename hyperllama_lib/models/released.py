@@ -18,7 +18,7 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from .. import artifacts, languages
+from .. import languages
 from ..artifacts import atomic, checkpoints
 from . import modeling
 from ..params import Params
@@ -102,19 +102,3 @@ def training_record(model_dir: Path, steps: int, tokens_per_step: int) -> dict:
     return {"steps": steps, "tokens": tokens, "flops_total": 6 * counts["total"] * tokens,
             "flops_non_embedding": 6 * counts["non_embedding"] * tokens, "params_total": counts["total"],
             "params_non_embedding": counts["non_embedding"], "seconds": 0.0, "final_bpb": {}}
-
-
-def fetch_step(p: Params, step: str, setup: str, lang: str, dst: Path, vocab_size: int | None,
-               steps: int | None = None, log=print) -> str:
-    """The manifest step `step` done by fetching the released model into dst; returns its fingerprint."""
-    repo, revision = repo_for(p, setup, lang)
-    params = {"models_from": "hub", "repo_id": repo, "revision": revision, "setup": setup, "lang": lang,
-              "steps": steps, "tokens_per_step": p.tokens_per_step if steps else None}
-    with artifacts.Step(p.run_path, step, params, [], log=log) as s:
-        if s.todo:
-            log(f"[{step}] fetching {repo}" + (f"@{revision}" if revision else ""))
-            s.extra = fetch(repo, revision, dst, vocab_size)
-            if steps:
-                s.extra.update(training_record(dst, steps, p.tokens_per_step))
-            s.outputs = [dst]
-    return s.fp

@@ -32,15 +32,9 @@ from .. import artifacts, corpus, languages
 from ..corpus import packing, unimax
 from ..evaluation import pair_sources, ud_pairs
 from ..corpus import tokenizer as tok_lib
+from .. import fingerprints
 from . import layout
 from ..params import MissingInputError, Params
-
-DATA_KEYS = [
-    "seed", "data_source", "max_docs_per_lang", "heldout_fraction", "heldout_max_docs",
-    "english_seed_fraction", "code_source", "code_max_bytes", "code_chunk_chars", "char_budget", "max_epochs", "replay_english_fraction",
-    "replay_code_fraction", "replay_reference_lang", "eval_pairs_files", "tokenizer", "bpe_vocab_size",
-    "langs", "seq_len", "global_batch_size", "multiblimp_dir",
-]
 
 
 def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
@@ -160,7 +154,7 @@ def _write_text(path: Path, docs) -> None:
 def prepare(p: Params, log=print) -> pd.DataFrame:
     """Run 01_data (skipped when its outputs exist for the same parameters and data)."""
     dp = layout.of(p).data
-    params = p.subset(DATA_KEYS)
+    params = {**p.subset(fingerprints.keys("data")), "named_files": fingerprints.named_files(p)}
     with artifacts.Step(p.run_path, layout.DATA_STEP, {**params, "data_hash": data_hash(p)}, log=log) as step:
         if step.todo:
             pair_outputs = (_prepare_hub if p.data_source == "hub" else _prepare)(p, dp, log)

@@ -23,13 +23,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import artifacts, evaluation, languages, training
+from .. import fingerprints
 from . import data, layout
 from ..models import modeling
 from ..evaluation import pair_sources
 from ..corpus import tokenizer as tok_lib
 from ..params import MissingInputError, Params
 
-EVAL_KEYS = ["blimp_pairs_per_paradigm", "eval_max_bytes", "seed"]
 # source: where MultiBLiMP pairs came from ("released": files or the Hub; "built": 01_data, from UD); else empty
 RESULT_COLUMNS = ["model", "kind", "setup", "trained_on", "step", "tokens", "flops_total",
                   "flops_non_embedding", "final", "benchmark", "lang", "metric", "value", "source"]
@@ -218,7 +218,7 @@ def run(p: Params, log=print) -> pd.DataFrame:
     manifest = artifacts.Manifest(p.run_path)
     todo = []
     for entry in entries:
-        step = artifacts.Step(p.run_path, layout.RunLayout.eval_step(entry.key), {**p.subset(EVAL_KEYS), "schema": RESULTS_SCHEMA,
+        step = artifacts.Step(p.run_path, layout.RunLayout.eval_step(entry.key), {**p.subset(fingerprints.keys("eval")), "schema": RESULTS_SCHEMA,
                                                                 "multiblimp": multiblimp_id},
                               [manifest.entry(entry.producer)["fingerprint"]], log=lambda m: None)
         (todo if step.todo else []).append((entry, step))

@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .. import artifacts
+from .. import artifacts, fingerprints
 from ..artifacts import atomic
 from ..errors import DiskSpaceError, TrainingError
 from ..params import Params
@@ -38,11 +38,8 @@ if TYPE_CHECKING:
 
 RESUME_DIR = "resume"
 RESUME_FORMAT = 1
-# Parameters that change what a stage computes (retention and device do not).
-RESUME_KEYS = ["seed", "seq_len", "micro_batch_size", "global_batch_size", "lr", "adam_beta1", "adam_beta2",
-               "adam_eps", "weight_decay", "grad_clip", "warmup_steps", "decay_fraction",
-               "checkpoint_every_tokens", "train_eval_every_tokens", "train_eval_max_bytes", "precision",
-               "eval_batch_size"]
+# Parameters that change what a stage computes (the table: fingerprints.py).
+RESUME_KEYS = fingerprints.keys("resume")
 
 
 @contextlib.contextmanager
