@@ -67,8 +67,8 @@ class Case:
         for name, n in {"seed": seed_tokens, "base": 40 * 64, "est": lang_tokens}.items():
             packing.write_tokens(dp.train(name), [rng.integers(3, VOCAB, size=n).tolist()], VOCAB)
         for lang in ("eng", "est"):
-            artifacts.atomic_write_text(dp.heldout(lang), "t3 t4 t5\nt6 t7\n")
-        artifacts.atomic_write_json(dp.plan, {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 2,
+            artifacts.atomic.write_text(dp.heldout(lang), "t3 t4 t5\nt6 t7\n")
+        artifacts.atomic.write_json(dp.plan, {"vocab_size": VOCAB, "bos_token_id": 1, "eos_token_id": 2,
                                               "seed_steps": 4, "base_steps": 4, "cpt_steps": {"est": 4}})
         with artifacts.Step(p.run_path, layout.DATA_STEP, {"fake": True}, **QUIET) as s:
             s.outputs = [dp.root]

@@ -81,7 +81,7 @@ def test_changing_seed_steps_retrains_the_seed(tmp_path, data_dir):
 def data_step(p, vocab_size: int = 97) -> None:
     """01_data's record as far as fetching reads it; another vocabulary is another fingerprint."""
     plan = layout.of(p).data.plan
-    artifacts.atomic_write_json(plan, {"vocab_size": vocab_size, "cpt_steps": {"est": 7, "fao": 3}})
+    artifacts.atomic.write_json(plan, {"vocab_size": vocab_size, "cpt_steps": {"est": 7, "fao": 3}})
     with artifacts.Step(p.run_path, layout.DATA_STEP, {"vocab_size": vocab_size}, log=quiet) as s:
         s.outputs = [plan]
 
