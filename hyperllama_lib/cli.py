@@ -48,7 +48,7 @@ def _grid_params(args):
 
 
 def cmd_reproduce(args) -> int:
-    from .pipeline import runner
+    from .pipeline import layout, runner
 
     p, overrides = _grid_params(args)
     started = time.time()
@@ -56,7 +56,7 @@ def cmd_reproduce(args) -> int:
     if code == 0:
         print(f"[reproduce] scale {p.scale} finished in {time.time() - started:.0f}s; figures in "
               f"{p.publish_path / 'figures'}, tables in {p.publish_path / 'tables'}, report "
-              f"{p.publish_path / 'REPORT.md'}, executed notebooks in {p.run_path / 'notebooks'}")
+              f"{p.publish_path / 'REPORT.md'}, executed notebooks in {layout.of(p).notebooks}")
     return code
 
 
