@@ -30,6 +30,7 @@ import pandas as pd
 
 from .. import artifacts, corpus, languages
 from ..corpus import packing, unimax
+from ..corpus.documents import read_texts  # noqa: F401  (data.read_texts: cpt and upscale read held-out text with it)
 from ..evaluation import pair_sources, ud_pairs
 from ..corpus import tokenizer as tok_lib
 from . import layout
@@ -41,17 +42,6 @@ DATA_KEYS = [
     "replay_code_fraction", "replay_reference_lang", "eval_pairs_files", "tokenizer", "bpe_vocab_size",
     "langs", "seq_len", "global_batch_size", "multiblimp_dir",
 ]
-
-
-def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
-    """Read a held-out text file (one document a line), optionally only the first `max_bytes` bytes."""
-    out, size = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if max_bytes is not None and size >= max_bytes:
-            break
-        out.append(line)
-        size += len(line.encode("utf-8"))
-    return out
 
 
 def data_hash(p: Params) -> str:
