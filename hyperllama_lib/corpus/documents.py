@@ -180,6 +180,17 @@ def udhr_lines(data_dir: str | Path, lang: str) -> list[str]:
     return [line for line in lines[1:] if line]
 
 
+def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
+    """Read a held-out text file (one document a line), optionally only the first `max_bytes` bytes."""
+    out, size = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if max_bytes is not None and size >= max_bytes:
+            break
+        out.append(line)
+        size += len(line.encode("utf-8"))
+    return out
+
+
 def pair_file_sentences(path: str | Path) -> set[str]:
     """Dedup keys of `sen` and `wrong_sen` of a MultiBLiMP-format `data.tsv` (plain or .gz)."""
     path = Path(path)

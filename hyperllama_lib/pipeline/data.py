@@ -30,22 +30,12 @@ import pandas as pd
 
 from .. import artifacts, corpus, languages
 from ..corpus import packing, unimax
+from ..corpus.documents import read_texts  # noqa: F401  (data.read_texts: cpt and upscale read held-out text with it)
 from ..evaluation import pair_sources, ud_pairs
 from ..corpus import tokenizer as tok_lib
 from .. import fingerprints
 from . import layout
 from ..params import MissingInputError, Params
-
-
-def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
-    """Read a held-out text file (one document a line), optionally only the first `max_bytes` bytes."""
-    out, size = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if max_bytes is not None and size >= max_bytes:
-            break
-        out.append(line)
-        size += len(line.encode("utf-8"))
-    return out
 
 
 def data_hash(p: Params) -> str:
