@@ -3,6 +3,7 @@ folders, score minimal pairs with a model folder, or build agreement pairs from 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import shutil
 import sys
@@ -11,23 +12,29 @@ from pathlib import Path
 
 import yaml
 
-from . import artifacts
-from .evaluation.pair_sources import PAIR_FORMATS, PairsFormatError
-from .merging.engine import DTYPES, METHODS, MergeError
-from .models.modeling import ModelFolderError
-from .params import SCALES, MissingInputError, ParamError, load_params
-from .evaluation.ud_pairs import ConlluError
+from .artifacts import atomic
+from .errors import HyperllamaError, MergeError, ModelFolderError, PairsFormatError, ParamError
+from .evaluation.pair_sources import PAIR_FORMATS
+from .merging.engine import DTYPES, METHODS
+from .params import SCALES, load_params
 
+# OS errors that a user causes: a missing input, an existing or unwritable output, a full disk
+USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _yaml_value(option: str, pair: str, error: type[HyperllamaError] = ParamError) -> tuple[str, object]:
+    if "=" not in pair:
+        raise error(f"{option} expects KEY=VALUE, got {pair!r}")
+    key, value = pair.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise error(f"{option} {pair!r}: the value is not YAML ({getattr(e, 'problem', None) or e})") from None
 
 
 def _overrides(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ParamError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return dict(_yaml_value("--set", pair) for pair in pairs)
 
 
 def _grid_params(args):
@@ -41,19 +48,15 @@ def _grid_params(args):
 
 
 def cmd_reproduce(args) -> int:
-    from .pipeline import runner
+    from .pipeline import layout, runner
 
     p, overrides = _grid_params(args)
     started = time.time()
-    try:
-        code = runner.Runner(p, overrides, parallel=args.jobs, only=args.only).run()
-    except RuntimeError as e:  # the run directory is busy
-        print(f"hyperllama reproduce: {e}", file=sys.stderr)
-        return 2
+    code = runner.Runner(p, overrides, parallel=args.jobs, only=args.only).run()
     if code == 0:
         print(f"[reproduce] scale {p.scale} finished in {time.time() - started:.0f}s; figures in "
               f"{p.publish_path / 'figures'}, tables in {p.publish_path / 'tables'}, report "
-              f"{p.publish_path / 'REPORT.md'}, executed notebooks in {p.run_path / 'notebooks'}")
+              f"{p.publish_path / 'REPORT.md'}, executed notebooks in {layout.of(p).notebooks}")
     return code
 
 
@@ -133,7 +136,7 @@ def cmd_export_llama(args) -> int:
     from .models import modeling
 
     model = modeling.export_llama(modeling.load_model(args.src), mode=args.mode)
-    with artifacts.atomic_dir(Path(args.dst)) as tmp:
+    with atomic.replace_dir(Path(args.dst)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
             if (Path(args.src) / name).is_file():
@@ -153,12 +156,7 @@ def cmd_merge(args) -> int:
     elif weights is not None and len(weights) != n:
         raise MergeError(f"--weight takes one value for all models or one per model; got {len(weights)} "
                          f"for {n} models")
-    params = {}
-    for pair in args.param:
-        if "=" not in pair:
-            raise MergeError(f"--param expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        params[key.strip()] = yaml.safe_load(value)
+    params = dict(_yaml_value("--param", pair, MergeError) for pair in args.param)
     params.update({k: getattr(args, k) for k in ("density", "normalize", "seed") if getattr(args, k) is not None})
     for key in params:
         if key not in method.parameters:
@@ -174,7 +172,7 @@ def cmd_merge(args) -> int:
     print(f"merged {n} models with {method.name} ({settings}; weights {manifest['weights']}) -> {out} "
           f"({args.dtype})")
     if args.mergekit_yaml:
-        artifacts.atomic_write_text(Path(args.mergekit_yaml), (out / "mergekit_config.yml").read_text())
+        atomic.write_text(Path(args.mergekit_yaml), (out / "mergekit_config.yml").read_text())
         print(f"wrote the mergekit config to {args.mergekit_yaml}")
     return 0
 
@@ -182,12 +180,8 @@ def cmd_merge(args) -> int:
 def cmd_fisher(args) -> int:
     from .merging import fisher_information
 
-    try:
-        n = fisher_information.estimate_to_file(args.model_dir, args.tokens, args.out, args.seq_len, args.n_tokens,
-                                    normalize_mean=not args.no_normalize, progress=sys.stderr.isatty())
-    except ValueError as e:  # too short a token file; PackedTokensError included
-        print(f"hyperllama fisher: {e}", file=sys.stderr)
-        return 2
+    n = fisher_information.estimate_to_file(args.model_dir, args.tokens, args.out, args.seq_len, args.n_tokens,
+                                            normalize_mean=not args.no_normalize, progress=sys.stderr.isatty())
     print(f"diagonal Fisher of {args.model_dir} on {n} windows of {args.seq_len} tokens "
           f"from {args.tokens} -> {args.out}")
     return 0
@@ -207,7 +201,7 @@ def _batch_size(value: str) -> int | str:
     return value if value == "auto" else _positive_int(value)
 
 
-def _load_scorer(model_dir: str, device: str):
+def _load_scorer(model_dir: str, device):
     """Model and tokenizer of a model folder, checked to fit each other."""
     from .models import modeling
     from .corpus import tokenizer
@@ -237,9 +231,8 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_score_pairs(args) -> int:
-    import torch
-
     from . import evaluation
+    from .device import resolve as resolve_placement
     from .evaluation import pair_sources
 
     pairs = pair_sources.load_pairs_file(args.pairs_file, args.format)  # a bad file fails before the model loads
@@ -247,7 +240,7 @@ def cmd_score_pairs(args) -> int:
         pairs = pairs.sample(n=args.max_pairs, random_state=0).sort_index()
     if pairs.empty:
         raise PairsFormatError(f"{args.pairs_file}: no pairs")
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_placement(args.device, args.dtype).device
     model, tok = _load_scorer(args.model_dir, device)
     scored, summary = evaluation.score_pairs(model, tok, pairs, batch_size=args.batch_size, device=device,
                                              progress=sys.stderr.isatty(), dtype=args.dtype,
@@ -257,7 +250,7 @@ def cmd_score_pairs(args) -> int:
         result = {"model_dir": str(args.model_dir), "pairs_file": str(args.pairs_file),
                   "format": args.format or pair_sources.detect_pairs_format(args.pairs_file),
                   **summary, "pairs": json.loads(scored.to_json(orient="records", force_ascii=False))}
-        artifacts.atomic_write_text(Path(args.out), json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        atomic.write_text(Path(args.out), json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {args.out}")
     return 0
 
@@ -440,13 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; an error the user caused is one line on stderr and exit status 2, a bug keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ParamError, MissingInputError, ModelFolderError, PairsFormatError, MergeError, FileExistsError,
-            FileNotFoundError, ConlluError) as e:
-        print(f"hyperllama {args.command}: {e}", file=sys.stderr)
-        return 2
+    except HyperllamaError as e:
+        message = e.one_line()
+    except OSError as e:
+        if not isinstance(e, USER_OS_ERRORS) and e.errno not in DISK_FULL:
+            raise
+        message = f"{type(e).__name__}: {' '.join(str(e).split())}"
+    print(f"hyperllama {args.command}: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ class MissingInputError(HyperllamaError, RuntimeError):
     """A step's inputs do not exist yet; the message says which notebook to run first."""
 
 
+class RunBusyError(HyperllamaError, RuntimeError):
+    """Another reproduction, or a notebook it started, still runs in the run directory."""
+
+
 class DataError(HyperllamaError, ValueError):
     """A data file or folder is missing or malformed, or holds too little text for the parameters."""
 

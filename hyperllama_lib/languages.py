@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import ParamError
+
 
 @dataclass(frozen=True)
 class Language:
@@ -42,7 +44,7 @@ def to_code(lang: str, allow_multilingual: bool = False) -> str:
     if key in _BY_NAME:
         return _BY_NAME[key]
     extra = f", {MULTILINGUAL}" if allow_multilingual else ""
-    raise ValueError(f"unknown language {lang!r}; valid choices: {valid_choices()}{extra}")
+    raise ParamError(f"unknown language {lang!r}; valid choices: {valid_choices()}{extra}")
 
 
 def name(code: str) -> str:

@@ -221,6 +221,18 @@ def _lang(value: str, allow_multilingual: bool = False) -> str:
         raise ParamError(str(e)) from None
 
 
+def _per_lang(key: str, values: dict) -> dict[str, int]:
+    """A language -> count mapping (cpt_steps, cpt_checkpoint_every_tokens) with ISO codes as keys."""
+    out = {}
+    for lang, value in values.items():
+        code = _lang(lang, allow_multilingual=True)
+        try:
+            out[code] = int(value)
+        except (ValueError, TypeError):
+            raise ParamError(f"{key} {lang}: {value!r} is not a whole number") from None
+    return out
+
+
 def _released_repos(p: Params) -> dict[str, str]:
     """Check released_repo_pattern and normalise released_repos keys to "<setup>/<ISO code>"."""
     try:
@@ -283,9 +295,12 @@ def validate(p: Params, need_data: bool = True) -> Params:
 
     for method in p.merge_methods:
         _choice("merge method", method, tuple(METHODS))
-    p.cpt_steps = {_lang(k, allow_multilingual=True): int(v) for k, v in p.cpt_steps.items()}
-    p.cpt_checkpoint_every_tokens = {_lang(k, allow_multilingual=True): int(v)
-                                     for k, v in p.cpt_checkpoint_every_tokens.items()}
+    p.cpt_steps = _per_lang("cpt_steps", p.cpt_steps)
+    p.cpt_checkpoint_every_tokens = _per_lang("cpt_checkpoint_every_tokens", p.cpt_checkpoint_every_tokens)
+    for key in ("seq_len", "micro_batch_size", "global_batch_size", "hidden_size", "num_layers", "num_heads",
+                "num_kv_heads", "head_dim", "intermediate_size", "clone_factor"):
+        if getattr(p, key) < 1:
+            raise ParamError(f"{key} must be a positive whole number, got {getattr(p, key)}")
     if p.global_batch_size % p.micro_batch_size:
         raise ParamError(f"global_batch_size {p.global_batch_size} is not a multiple of micro_batch_size {p.micro_batch_size}")
     if p.hidden_size != p.num_heads * p.head_dim:

@@ -3,16 +3,17 @@ import json
 import pytest
 
 from hyperllama_lib import artifacts
+from hyperllama_lib.artifacts import atomic
 
 
-def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
+def test_replace_dir_leaves_nothing_on_failure(tmp_path):
     dst = tmp_path / "model"
     with pytest.raises(RuntimeError):
-        with artifacts.atomic_dir(dst) as tmp:
+        with atomic.replace_dir(dst) as tmp:
             (tmp / "weights").write_text("half")
             raise RuntimeError("crash")
     assert not dst.exists() and list(tmp_path.iterdir()) == []
-    with artifacts.atomic_dir(dst) as tmp:
+    with atomic.replace_dir(dst) as tmp:
         (tmp / "weights").write_text("full")
     assert (dst / "weights").read_text() == "full"
 
@@ -25,7 +26,7 @@ def test_step_runs_once_and_reruns_when_parameters_change(tmp_path):
             if s.todo:
                 calls.append(params)
                 out = tmp_path / "out.txt"
-                artifacts.atomic_write_text(out, "x")
+                atomic.write_text(out, "x")
                 s.outputs = [out]
         return s
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from hyperllama_lib import artifacts, corpus, training
+from hyperllama_lib.artifacts import atomic, checkpoints
 from hyperllama_lib.models import modeling
 from hyperllama_lib.corpus import packing
 from hyperllama_lib.corpus import tokenizer as tok_lib
@@ -174,11 +175,11 @@ def test_load_tokenizer_missing_or_damaged(model_dir):
     with pytest.raises(ModelFolderError, match="no tokenizer.json"):
         tok_lib.load_tokenizer(model_dir)
     with pytest.raises(ModelFolderError, match="tokenizer incomplete"):
-        modeling.check_model_folder(model_dir)
-    (model_dir / modeling.TOKENIZER_CONFIG).unlink()
-    modeling.check_model_folder(model_dir)  # weights only: fine unless a tokenizer is required
+        checkpoints.check_model_folder(model_dir)
+    (model_dir / checkpoints.TOKENIZER_CONFIG).unlink()
+    checkpoints.check_model_folder(model_dir)  # weights only: fine unless a tokenizer is required
     with pytest.raises(ModelFolderError, match="tokenizer incomplete"):
-        modeling.check_model_folder(model_dir, require_tokenizer=True)
+        checkpoints.check_model_folder(model_dir, require_tokenizer=True)
 
 
 def edit_manifest(run: Path) -> None:
@@ -243,7 +244,7 @@ def test_unreadable_manifest_redoes_every_step(tmp_path):
         with artifacts.Step(tmp_path, "s", {}, log=lambda m: None) as s:
             if s.todo:
                 calls.append(1)
-                artifacts.atomic_write_text(out, "x")
+                atomic.write_text(out, "x")
                 s.outputs = [out]
 
     step()

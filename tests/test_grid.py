@@ -144,7 +144,7 @@ def test_changed_parameters_or_upstream_rerun_a_job(toy):
     # a recorded manifest step whose output changed makes the job stale
     out = p.run_path / "thing.txt"
     with artifacts.Step(p.run_path, "thing", {"x": 1}, log=lambda m: None) as s:
-        artifacts.atomic_write_text(out, "one")
+        artifacts.atomic.write_text(out, "one")
         s.outputs = [out]
     records = {j.name: runner.read_record(p, j) for j in jobs}
     records["t/c"]["steps"] = {"thing": s.fp}

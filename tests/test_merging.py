@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -512,6 +513,29 @@ def test_merge_models_rejects_mismatches(saved, tmp_path):
     with pytest.raises(ValueError, match="got 1 weights for 2 models"):
         mg.merge_models("linear", [saved["est"], saved["isl"]], out, weights=[1.0])
     assert not out.exists()
+
+
+@pytest.mark.parametrize("failure", ["while merging", "at the rename into place"])
+def test_failed_merge_over_an_existing_folder_keeps_it(saved, tmp_path, monkeypatch, failure):
+    out = mg.merge_models("linear", [saved["est"], saved["isl"]], tmp_path / "merged")
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    if failure == "while merging":
+        def crash(*args, **kwargs):
+            raise RuntimeError("simulated crash")
+        monkeypatch.setattr(mg, "_write_metadata", crash)
+    else:
+        rename = os.replace
+
+        def crash(src, dst):  # the new merge cannot take the old one's place
+            merged = Path(src) / "merge.json"
+            if Path(dst) == out and merged.is_file() and json.loads(merged.read_text())["method"] == "ties":
+                raise RuntimeError("simulated crash")
+            rename(src, dst)
+        monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        mg.merge_models("ties", [saved["est"], saved["isl"]], out, base_dir=saved["base"], overwrite=True)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]  # no temporary or set-aside folder left
 
 
 def test_check_compatible_tensor_shapes(saved, tmp_path):

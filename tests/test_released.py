@@ -102,7 +102,7 @@ def smoke(tmp_path, **overrides):
 def fake_data_step(p, vocab_size: int = 97) -> None:
     """01_data's record as far as fetching reads it: the plan (vocabulary, CPT steps)."""
     plan = layout.of(p).data.plan
-    artifacts.atomic_write_json(plan, {"vocab_size": vocab_size, "cpt_steps": {"est": 7, "fao": 3}})
+    artifacts.atomic.write_json(plan, {"vocab_size": vocab_size, "cpt_steps": {"est": 7, "fao": 3}})
     with artifacts.Step(p.run_path, layout.DATA_STEP, {"fake": True}) as s:
         s.outputs = [plan]
 

@@ -307,8 +307,13 @@ def test_real_treebanks_give_pairs_from_heldout_files_only(real_pairs):
 
 
 def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, unimorph, monkeypatch):
-    from hyperllama_lib.pipeline import data, evaluate, layout
+    from hyperllama_lib.evaluation import benchmarks
+    from hyperllama_lib.pipeline import data, layout
     from hyperllama_lib.params import load_params
+
+    def multiblimp_sources(p):
+        loaded = benchmarks.load_multiblimp(benchmarks.Context(layout.of(p).data, p, log=lambda m: None))
+        return {lang: source for lang, (_, source) in loaded.items()}
 
     built = build(tmp_path, unimorph, conllu(dog()))
     released = tmp_path / "released"
@@ -317,8 +322,7 @@ def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, u
     for lang in ("est", "fao"):
         ud_pairs.write_data_tsv(built.pairs.assign(lang=lang), layout.of(p).data.multiblimp(lang))
     ud_pairs.write_data_tsv(built.pairs.assign(lang="est"), released / "est" / "data.tsv")
-    sources = {lang: source for lang, (_, source) in evaluate.multiblimp_pairs(p, log=lambda m: None).items()}
-    assert sources == {"est": "released", "fao": "built"}
+    assert multiblimp_sources(p) == {"est": "released", "fao": "built"}
     assert data.multiblimp_files(p, "est") == [layout.of(p).data.multiblimp("est"), released / "est" / "data.tsv"]
 
     def hub(lang, **kw):
@@ -327,8 +331,7 @@ def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, u
         return pair_sources.load_multiblimp_local(released / "est" / "data.tsv", lang="fao", **kw)
     monkeypatch.setattr(pair_sources, "load_multiblimp_hub", hub)
     p = load_params("smoke", {"run_dir": str(tmp_path / "run"), "data_source": "hub"}, need_data=False)
-    sources = {lang: source for lang, (_, source) in evaluate.multiblimp_pairs(p, log=lambda m: None).items()}
-    assert sources == {"est": "built", "fao": "released"}
+    assert multiblimp_sources(p) == {"est": "built", "fao": "released"}
 
 
 def test_no_treebank_gives_an_empty_counts_table(tmp_path):

@@ -1,6 +1,14 @@
-"""Run artifacts: atomic writes and the manifest that lets finished steps be skipped."""
+"""Run artifacts: atomic writes (atomic), model folders and safetensors files (checkpoints), and the
+manifest that lets finished steps be skipped (manifest)."""
 from __future__ import annotations
 
+from . import atomic  # noqa: F401
 from .manifest import (  # noqa: F401
-    JOB_STEPS_ENV, Manifest, Step, VERIFY_ENV, atomic_dir, atomic_file, atomic_write_json, atomic_write_text, code_version, file_sha256, fingerprint, note_step, step_fingerprint, tree_hashes, verify_tree,
+    JOB_STEPS_ENV, Manifest, Step, VERIFY_ENV, code_version, file_sha256, fingerprint, note_step, step_fingerprint, tree_hashes, verify_tree,
 )
+
+# The names before atomic.py; pipeline/ still uses them.
+atomic_write_text = atomic.write_text
+atomic_write_json = atomic.write_json
+atomic_file = atomic.replace_file
+atomic_dir = atomic.replace_dir

@@ -1,4 +1,4 @@
-"""The manifest that lets finished steps be skipped (the run directory's layout: pipeline/layout.py).
+"""Run directories and the manifest that lets finished steps be skipped.
 
 `manifest.json` has one entry per finished step: fingerprint, parameters, outputs, their content
 hashes and the code version. A step is done when the manifest has its entry with the same fingerprint
@@ -14,77 +14,15 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 from .. import __version__
+from . import atomic
 
 MANIFEST = "manifest.json"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK  # mkstemp makes 0600 files; finished files get the usual permissions
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, FILE_MODE)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path to write; on success it replaces `path` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_dir(dst: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `dst` in one rename."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_UMASK)
-    try:
-        yield tmp
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -230,7 +168,7 @@ class Manifest:
         with self._locked():
             data = self.read()
             data["steps"][step] = entry
-            atomic_write_json(self.path, data)
+            atomic.write_json(self.path, data)
 
     def relative(self, path: Path) -> str:
         try:

@@ -1,6 +1,5 @@
-"""The offline data folder (`$HYPERLLAMA_DATA`, see README): training text, UDHR, BLiMP and pair files.
-
-One line of a local text file is one document.
+"""Local files: the offline data folder (`$HYPERLLAMA_DATA`, see README) with training text, UDHR and
+BLiMP; minimal-pair files; held-out text files. One line of a text file is one document.
 """
 from __future__ import annotations
 
@@ -112,6 +111,17 @@ def udhr_lines(data_dir: str | Path, lang: str) -> list[str]:
         raise DataError(f"{path} not found: add the {code} UDHR text there")
     lines = [normalize_text(line) for line in _read_lines(path)]
     return [line for line in lines[1:] if line]
+
+
+def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
+    """Read a held-out text file (one document a line), optionally only the first `max_bytes` bytes."""
+    out, size = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if max_bytes is not None and size >= max_bytes:
+            break
+        out.append(line)
+        size += len(line.encode("utf-8"))
+    return out
 
 
 def pair_file_sentences(path: str | Path) -> set[str]:

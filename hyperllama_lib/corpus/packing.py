@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+
+from ..artifacts import atomic
 from ..errors import PackedTokensError  # noqa: F401  (defined in errors.py)
 
 _CHUNK_TOKENS = 1 << 20  # tokens buffered before a write
@@ -28,10 +29,6 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def _atomic_temp(path: Path) -> tuple[int, str]:
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 
 
 def write_tokens(path: str | Path, docs_token_ids: Iterable[list[int]], vocab_size: int,
@@ -71,6 +68,8 @@ class TokenWriter:
         self.pending: list[np.ndarray] = []
         self.pending_len = 0
         self.meta: dict = {}
+        # on exit the files are closed, then renamed into place (or deleted after an error)
+        self._temps = ExitStack()
         self._files = [self._open(self.path)]
         self.offsets = offsets
         if offsets:
@@ -78,10 +77,9 @@ class TokenWriter:
             self.offsets_sha = hashlib.sha256()
             self._write_offsets([0])
 
-    @staticmethod
-    def _open(path: Path):
-        fd, tmp = _atomic_temp(path)
-        return path, tmp, os.fdopen(fd, "wb")
+    def _open(self, path: Path):
+        tmp = self._temps.enter_context(atomic.replace_file(path))
+        return self._temps.enter_context(open(tmp, "wb"))
 
     def add(self, ids) -> None:
         arr = np.asarray(ids, dtype=np.int64)
@@ -101,34 +99,27 @@ class TokenWriter:
 
     def _write_offsets(self, values) -> None:
         data = np.asarray(values, dtype="<i8").tobytes()
-        self._files[1][2].write(data)
+        self._files[1].write(data)
         self.offsets_sha.update(data)
 
     def _flush(self) -> None:
-        self.n_tokens += _write_chunk(self._files[0][2], self.pending, self.dtype, self.sha)
+        self.n_tokens += _write_chunk(self._files[0], self.pending, self.dtype, self.sha)
         self.pending, self.pending_len = [], 0
 
     def __enter__(self) -> TokenWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self._flush()
-        finally:
-            for _, _, f in self._files:
-                f.close()
         if exc_type is not None:
-            for _, tmp, _ in self._files:
-                os.unlink(tmp)
+            self._temps.__exit__(exc_type, exc, tb)
             return
+        with self._temps:
+            self._flush()
         self.meta = {"dtype": self.dtype.str, "n_tokens": self.n_tokens, "n_docs": self.n_docs,
                      "vocab_size": self.vocab_size, "sha256": self.sha.hexdigest()}
         if self.offsets:
             self.meta |= {"offsets": offsets_path(self.path).name, "offsets_sha256": self.offsets_sha.hexdigest()}
-        for final, tmp, _ in self._files:
-            os.replace(tmp, final)
-        _write_json_atomic(sidecar_path(self.path), self.meta)
+        atomic.write_text(sidecar_path(self.path), json.dumps(self.meta, indent=1))
 
 
 def _write_chunk(f, arrays: list[np.ndarray], dtype: np.dtype, sha) -> int:
@@ -138,17 +129,6 @@ def _write_chunk(f, arrays: list[np.ndarray], dtype: np.dtype, sha) -> int:
     f.write(data)
     sha.update(data)
     return len(data) // dtype.itemsize
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    fd, tmp = _atomic_temp(path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 class PackedTokens:
@@ -165,7 +145,7 @@ class PackedTokens:
             self.meta = json.loads(side.read_text())
             self.dtype = np.dtype(self.meta["dtype"])
             self.n_tokens = int(self.meta["n_tokens"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or a number that is not one
             raise PackedTokensError(f"{side}: unreadable sidecar ({e}); rebuild {self.path}") from None
         expected = self.n_tokens * self.dtype.itemsize
         actual = self.path.stat().st_size

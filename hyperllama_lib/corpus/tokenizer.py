@@ -19,6 +19,8 @@ import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from ..errors import ParamError
+
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
 LLAMA3_VOCAB_SIZE = 128_256  # 128,000 BPE ranks + 256 special tokens
@@ -91,7 +93,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     randomness: the same texts in the same order give the same tokenizer.
     """
     if vocab_size < 258:
-        raise ValueError(f"vocab_size must be at least 258 (2 special tokens + 256 bytes), got {vocab_size}")
+        raise ParamError(f"vocab_size must be at least 258 (2 special tokens + 256 bytes), got {vocab_size}")
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = _pre_tokenizer(llama3_pattern())
     backend.decoder = decoders.ByteLevel()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from ..errors import DataError, ParamError
+
 
 def unimax(available: dict[str, float], budget: float, max_epochs: float) -> dict[str, float]:
     """Allocation per language, in the units of `available` and `budget` (e.g. characters).
@@ -17,12 +19,12 @@ def unimax(available: dict[str, float], budget: float, max_epochs: float) -> dic
     The result keeps the order of `available`.
     """
     if budget < 0 or not math.isfinite(budget):
-        raise ValueError(f"budget must be a finite number >= 0, got {budget}")
+        raise ParamError(f"budget must be a finite number >= 0, got {budget}")
     if max_epochs <= 0 or not math.isfinite(max_epochs):
-        raise ValueError(f"max_epochs must be a finite number > 0, got {max_epochs}")
+        raise ParamError(f"max_epochs must be a finite number > 0, got {max_epochs}")
     for lang, amount in available.items():
         if not amount > 0 or not math.isfinite(amount):
-            raise ValueError(f"language {lang!r} has no usable data (available = {amount}); drop it or add data")
+            raise DataError(f"language {lang!r} has no usable data (available = {amount}); drop it or add data")
 
     order = sorted(available, key=lambda lang: (available[lang], lang))
     remaining = float(budget)

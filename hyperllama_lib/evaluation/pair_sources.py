@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-from ..errors import PairsFormatError  # noqa: F401  (defined in errors.py)
+from ..errors import PairsFormatError, ParamError  # noqa: F401  (defined in errors.py)
 
 BLIMP_HUB_ID = "nyu-mll/blimp"
 BLIMP_SINGLE_ERROR_HUB_ID = "liu-nlp/blimp-single-error"
@@ -117,7 +117,7 @@ def _subsample_by_paradigm(rows: list[dict], max_pairs: int | None, seed: int) -
 def _require_known(wanted: Iterable[str], known: Iterable[str], where: str) -> None:
     missing = sorted(set(wanted) - set(known))
     if missing:
-        raise ValueError(f"unknown BLiMP paradigm(s) {missing} (not in {where})")
+        raise ParamError(f"unknown BLiMP paradigm(s) {missing} (not in {where})")
 
 
 # ---------------------------------------------------------------- BLiMP
@@ -375,4 +375,4 @@ def load_pairs_file(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
         return load_blimp_local(path)
     if fmt == "multiblimp":
         return load_multiblimp_local(path)
-    raise ValueError(f"unknown pairs format {fmt!r}; expected one of {', '.join(PAIR_FORMATS)}")
+    raise ParamError(f"unknown pairs format {fmt!r}; expected one of {', '.join(PAIR_FORMATS)}")

@@ -27,17 +27,17 @@ vocabulary does not shrink the trees.
 - On a CPU with several torch threads, that many batches run side by side, one thread each
   (`_map_batches`).
 
-Precision (`dtype`): "auto" runs the model under bf16 autocast on CUDA and in fp32 elsewhere;
-"fp32" and "bf16" force one. log_softmax always runs in fp32.
+Precision (`dtype`): "auto" runs the model under bf16 autocast on CUDA and in fp32 elsewhere (a
+caller's autocast stays on); "fp32", "bf16" and "fp16" force one (`hyperllama_lib.device`).
+log_softmax always runs in fp32.
 
 Pair loaders (BLiMP, MultiBLiMP, mParaRel files and Hub datasets) are in `pair_sources`.
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, ContextManager, Iterable, Sequence, Sized
+from typing import Any, Callable, Iterable, Sequence, Sized
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..device import Placement, resolve as resolve_placement
 from . import fast_llama, prefix_tree
+from ..errors import ModelFolderError, ParamError
 
 BREAKDOWN_COLUMNS = ("paradigm", "field", "phenomenon", "lang")
 # summary key -> per-pair column that decides it
@@ -53,7 +55,7 @@ VARIANTS = {"accuracy": "correct", "accuracy_token_mean": "correct_token_mean",
             "accuracy_byte_norm": "correct_byte_norm"}
 
 
-# ---------------------------------------------------------------- precision and memory
+# ---------------------------------------------------------------- memory
 
 # On CPU, batches whose activations outgrow the caches are slower, not faster: on the 2-core test
 # machine the tiny model scored BLiMP 1.8x faster with a 64 MiB budget than with 2 GiB.
@@ -66,23 +68,6 @@ MIN_HEAD_ROWS = 64
 # Prefix-tree nodes per attention chunk (`prefix_tree`): attention costs chunk x (depth + chunk)
 # per chunk; tuned on BLiMP with the tiny model (benchmarks/blimp_speed.py).
 ATTENTION_CHUNK = 32
-_DTYPE_NAMES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "bf16": "bf16",
-                "bfloat16": "bf16", torch.float32: "fp32", torch.bfloat16: "bf16"}
-
-
-def _autocast(device: torch.device, dtype: str | torch.dtype | None) -> ContextManager:
-    """bf16 autocast for bf16 (auto: on CUDA); fp32 switches any caller's autocast off."""
-    name = _DTYPE_NAMES.get("auto" if dtype is None else dtype)
-    if name is None:
-        raise ValueError(f"unknown dtype {dtype!r}; expected auto, fp32 or bf16")
-    if name == "auto":
-        if device.type != "cuda":
-            # fp32 unless the caller opted into autocast (eval_grid does for precision: bf16)
-            return contextlib.nullcontext()
-        name = "bf16"
-    if name == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def memory_budget_bytes(device: str | torch.device, memory_budget_gb: float | None = None) -> int:
@@ -127,7 +112,7 @@ def _is_auto(batch_size: int | str | None) -> bool:
         return True
     if isinstance(batch_size, (int, np.integer)) and batch_size >= 1:
         return False
-    raise ValueError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+    raise ParamError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
 
 
 def _plan_batches(model: torch.nn.Module, lengths: Sequence[int], batch_size: int | str | None,
@@ -153,7 +138,7 @@ def _context_length(model: torch.nn.Module) -> int:
 
 def _bos_id(tokenizer: Any) -> int:
     if tokenizer.bos_token_id is None:
-        raise ValueError("the tokenizer has no bos_token; scoring conditions on BOS")
+        raise ModelFolderError("the tokenizer has no bos_token; scoring conditions on BOS")
     return int(tokenizer.bos_token_id)
 
 
@@ -181,7 +166,8 @@ def score_windows(model: torch.nn.Module, windows: Sequence[Sequence[int]],
     Windows are sorted by length and batched with right padding (batch_size sequences, or as
     many as fit the memory budget for "auto"/None), so results do not depend on batching.
     """
-    device = torch.device(device)
+    where = resolve_placement(device, dtype)
+    device = where.device
     model.to(device).eval()
     out = np.zeros(len(windows), dtype=np.float64)
     batches = _plan_batches(model, [len(w) for w in windows], batch_size, device, memory_budget_gb)
@@ -190,7 +176,7 @@ def score_windows(model: torch.nn.Module, windows: Sequence[Sequence[int]],
 
     def work(batch: list[int]) -> np.ndarray:
         return _score_batch(model, scorer, [windows[i] for i in batch],
-                            [n_scored[i] for i in batch], device, dtype)
+                            [n_scored[i] for i in batch], where)
 
     for batch, sums in zip(batches, _map_batches(work, batches, device, progress, desc)):
         out[batch] = sums
@@ -235,8 +221,8 @@ def _map_batches(work: Callable[[Any], Any], batches: Sized, device: torch.devic
 
 
 def _score_batch(model: torch.nn.Module, scorer: fast_llama.LlamaScorer | None,
-                 windows: list[Sequence[int]], n_scored: list[int], device: torch.device,
-                 dtype: str | torch.dtype | None) -> np.ndarray:
+                 windows: list[Sequence[int]], n_scored: list[int], where: Placement) -> np.ndarray:
+    device = where.device
     width = max(len(w) for w in windows)
     ids = torch.tensor([list(w) + [0] * (width - len(w)) for w in windows], device=device)
     lengths = torch.tensor([len(w) for w in windows], device=device).unsqueeze(1)
@@ -244,7 +230,7 @@ def _score_batch(model: torch.nn.Module, scorer: fast_llama.LlamaScorer | None,
     # scored[r, p]: the target ids[r, p + 1] is one of the last n_scored[r] tokens of window r.
     positions = torch.arange(width - 1, device=device)
     scored = (positions >= first) & (positions < lengths - 1)
-    with _autocast(device, dtype):
+    with where.autocast():
         if scorer is not None:
             token_logprobs = scorer.token_logprobs(ids, scored)
         else:
@@ -271,7 +257,8 @@ def score_sequences(model: torch.nn.Module, sequences: Sequence[Sequence[int]],
     sequences is computed once. A batch holds at most batch_size sequences (or, for "auto"/None,
     as many tree nodes as fit the memory budget). Llama-family models only (`fast_llama`).
     """
-    device = torch.device(device)
+    where = resolve_placement(device, dtype)
+    device = where.device
     model.to(device).eval()
     scorer = fast_llama.LlamaScorer(model)
     limits = tree_limits(model, batch_size, device, memory_budget_gb, attention_chunk)
@@ -280,7 +267,7 @@ def score_sequences(model: torch.nn.Module, sequences: Sequence[Sequence[int]],
     out = np.zeros(len(sequences), dtype=np.float64)
 
     def work(batch: prefix_tree.TreeBatch) -> tuple[np.ndarray, np.ndarray]:
-        return batch.members, _score_tree_batch(scorer, batch, device, dtype, rows)
+        return batch.members, _score_tree_batch(scorer, batch, where, rows)
 
     # the batches are built while earlier ones are scored (`prefix_tree.Packing` is lazy)
     for members, sums in _map_batches(work, batches, device, progress, desc):
@@ -318,14 +305,13 @@ def tree_limits(model: torch.nn.Module, batch_size: int | str | None, device: st
 
 
 def _score_tree_batch(scorer: fast_llama.LlamaScorer, batch: prefix_tree.TreeBatch,
-                      device: torch.device, dtype: str | torch.dtype | None,
-                      head_rows: int | None = None) -> np.ndarray:
+                      where: Placement, head_rows: int | None = None) -> np.ndarray:
     def tensor(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array).to(device)
+        return torch.from_numpy(array).to(where.device)
 
     if len(batch.tokens) == 0:  # only empty sequences
         return np.zeros(len(batch.members), dtype=np.float64)
-    with _autocast(device, dtype):
+    with where.autocast():
         edge = scorer.tree_logprobs(tensor(batch.tokens), tensor(batch.depths),
                                     tensor(batch.heads), tensor(batch.head_of), batch.chunk,
                                     tensor(batch.keys), tensor(batch.mask).unsqueeze(1),

@@ -87,8 +87,9 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
-from .. import artifacts, languages
-from ..errors import ConlluError  # noqa: F401  (defined in errors.py)
+from .. import languages
+from ..artifacts import atomic
+from ..errors import ConlluError, ParamError  # noqa: F401  (defined in errors.py)
 
 COLUMNS = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "grammatical_feature",
            "ungrammatical_feature", "child", "distance", "prefix", "metadata"]
@@ -570,7 +571,7 @@ def balance(rows: list[dict], seed: int = 0, max_share: float = 0.5) -> list[dic
     """Subsample so that within each phenomenon no grammatical feature value exceeds max_share of the
     items (see the module doc); the kept rows stay in their order."""
     if not 0 < max_share <= 1:
-        raise ValueError(f"max_share must be in (0, 1], got {max_share}")
+        raise ParamError(f"max_share must be in (0, 1], got {max_share}")
     groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for i, row in enumerate(rows):
         groups[row["phenomenon"]][row["grammatical_feature"]].append(i)
@@ -646,7 +647,7 @@ def write_data_tsv(pairs: pd.DataFrame, path: str | Path) -> Path:
     buffer = io.StringIO()
     pairs.to_csv(buffer, sep="\t", index=False, columns=[c for c in COLUMNS if c in pairs] +
                  [c for c in pairs if c not in COLUMNS], lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    artifacts.atomic_write_text(Path(path), buffer.getvalue())
+    atomic.write_text(Path(path), buffer.getvalue())
     return Path(path)
 
 

@@ -34,40 +34,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 import shutil
-import struct
-import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import yaml
-from safetensors import safe_open
 from tqdm.auto import tqdm
 
+from ..artifacts import atomic
+from ..artifacts.checkpoints import (  # noqa: F401  (tensor_files, tensor_shapes: re-exported)
+    TOKENIZER_FILES, SafetensorsReader, file_tensors, read_config, read_shapes, tensor_files, tensor_shapes,
+    tokenizer_hash, write_safetensors,
+)
 from .methods import METHODS, MergeMethod
 from ..merging.methods._base import magnitude_prune, random_prune  # noqa: F401  (re-exported)
-from ..errors import MergeError  # noqa: F401  (defined in errors.py)
+from ..errors import MergeError, ModelFolderError  # noqa: F401  (defined in errors.py)
 
 Tensor = torch.Tensor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
-_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                 "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-                 "U8": torch.uint8, "BOOL": torch.bool}
 # Config fields that must agree for tensors to be merged meaningfully.
 ARCH_KEYS = (
     "model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "intermediate_size", "vocab_size", "hidden_act",
     "tie_word_embeddings", "lm_head_normalization_factor",
-)
-TOKENIZER_CONTENT_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt")
-TOKENIZER_FILES = TOKENIZER_CONTENT_FILES + (
-    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
 )
 # mergekit reads these per model (under each model's `parameters`); the rest are shared.
 _MERGEKIT_PER_MODEL = ("weight", "density")
@@ -163,53 +155,7 @@ def merge_state_dicts(method: str, tensors_by_model: Sequence[dict[str, Tensor]]
     }
 
 
-# ---------------------------------------------------------------- checkpoints on disk
-
-def _read_config(model_dir: Path) -> dict:
-    if not model_dir.is_dir():
-        raise MergeError(f"{model_dir}: model folder does not exist")
-    path = model_dir / "config.json"
-    if not path.is_file():
-        raise MergeError(f"{model_dir}: no config.json (not a save_pretrained folder)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise MergeError(f"{path} is not valid JSON ({e})") from None
-
-
-def tensor_files(model_dir: Path) -> dict[str, Path]:
-    """Tensor name -> safetensors file, for single-file and sharded checkpoints."""
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return {name: model_dir / fname for name, fname in weight_map.items()}
-    single = model_dir / "model.safetensors"
-    if not single.is_file():
-        raise MergeError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
-    return _single_file(single)
-
-
-def _single_file(path: Path) -> dict[str, Path]:
-    with safe_open(path, framework="pt") as f:
-        return {name: path for name in f.keys()}
-
-
-def _shapes(files: dict[str, Path]) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    by_file: dict[Path, list[str]] = {}
-    for name, path in files.items():
-        by_file.setdefault(path, []).append(name)
-    for path, names in by_file.items():
-        with safe_open(path, framework="pt") as f:
-            for name in names:
-                shapes[name] = tuple(f.get_slice(name).get_shape())
-    return shapes
-
-
-def tensor_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    """Read names and shapes from the safetensors headers without loading the tensors."""
-    return _shapes(tensor_files(model_dir))
-
+# ---------------------------------------------------------------- can these folders be merged
 
 def importance_files(path: str | Path) -> dict[str, Path]:
     """Tensor name -> file for an importance checkpoint: a .safetensors file or a model-like folder."""
@@ -218,18 +164,7 @@ def importance_files(path: str | Path) -> dict[str, Path]:
         return tensor_files(path)
     if not path.is_file():
         raise MergeError(f"{path}: importance file does not exist")
-    return _single_file(path)
-
-
-def tokenizer_hash(model_dir: Path) -> str | None:
-    digest = hashlib.sha256()
-    found = False
-    for fname in TOKENIZER_CONTENT_FILES:
-        path = model_dir / fname
-        if path.is_file():
-            found = True
-            digest.update(fname.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest() if found else None
+    return file_tensors(path)
 
 
 def _compare_shapes(ref: Path, ref_shapes: dict, other: Path, shapes: dict) -> None:
@@ -246,9 +181,9 @@ def _compare_shapes(ref: Path, ref_shapes: dict, other: Path, shapes: dict) -> N
 def check_compatible(model_dirs: Sequence[Path]) -> None:
     """Raise a one-line MergeError naming the first pair of folders that cannot be merged."""
     ref = Path(model_dirs[0])
-    ref_config, ref_shapes, ref_tok = _read_config(ref), tensor_shapes(ref), tokenizer_hash(ref)
+    ref_config, ref_shapes, ref_tok = read_config(ref), tensor_shapes(ref), tokenizer_hash(ref)
     for other in map(Path, model_dirs[1:]):
-        config = _read_config(other)
+        config = read_config(other)
         for key in ARCH_KEYS:
             if ref_config.get(key) != config.get(key):
                 what = "vocabulary" if key == "vocab_size" else "architecture"
@@ -295,58 +230,6 @@ def mergekit_yaml(method: str, model_dirs: Sequence[str | Path], base_dir: str |
 
 
 # ---------------------------------------------------------------- merging folders
-
-def _write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype,
-                       tensors: Iterator[tuple[str, Tensor]]) -> None:
-    """Write a safetensors file whose header is known up front, one tensor at a time.
-
-    `tensors` must yield exactly the names of `shapes`, in order, with those shapes and `dtype`.
-    """
-    size = torch.empty((), dtype=dtype).element_size()
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, shape in shapes.items():
-        end = offset + math.prod(shape) * size
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape),
-                        "data_offsets": [offset, end]}
-        offset = end
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # the format aligns the data to 8 bytes
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
-        for (name, tensor), (want, shape) in zip(tensors, shapes.items(), strict=True):
-            if name != want or tuple(tensor.shape) != shape or tensor.dtype != dtype:
-                raise RuntimeError(f"writer got {name} {list(tensor.shape)} {tensor.dtype}, "
-                                   f"expected {want} {list(shape)} {dtype}")
-            f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().data)
-
-
-class _Reader:
-    """Reads tensors of a safetensors file with plain file reads into fresh tensors.
-
-    safe_open maps the file into memory, and every page it touches stays in this process's resident
-    memory while the file is open; reading into our own buffers keeps the resident memory to the
-    tensors in use. (The files were validated by safe_open in check_compatible.)
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.file = open(path, "rb")
-        (size,) = struct.unpack("<Q", self.file.read(8))
-        self.header = json.loads(self.file.read(size))
-        self.start = 8 + size
-
-    def get_tensor(self, name: str) -> Tensor:
-        info = self.header[name]
-        begin, end = info["data_offsets"]
-        tensor = torch.empty(info["shape"], dtype=_TORCH_DTYPES[info["dtype"]])
-        self.file.seek(self.start + begin)
-        if self.file.readinto(tensor.reshape(-1).view(torch.uint8).numpy()) != end - begin:
-            raise MergeError(f"{self.file.name}: truncated tensor {name}")
-        return tensor
-
-    def close(self) -> None:
-        self.file.close()
-
 
 class _LazyTensors(Sequence[Tensor]):
     """One tensor name across models, read from disk on each access: a method that walks the
@@ -402,7 +285,7 @@ def merge_models(method: str, model_dirs: Sequence[str | Path], out_dir: str | P
     shapes = dict(sorted(tensor_shapes(models[0]).items()))
     importance_maps = [importance_files(p) for p in importances or []]
     for path, files in zip(importances or [], importance_maps):
-        _compare_shapes(models[0], shapes, Path(path), _shapes(files))
+        _compare_shapes(models[0], shapes, Path(path), read_shapes(files))
 
     manifest = {"method": method, "models": [str(p) for p in models],
                 "base": None if base is None else str(base), "weights": weights,
@@ -414,21 +297,12 @@ def merge_models(method: str, model_dirs: Sequence[str | Path], out_dir: str | P
         config_yaml = mergekit_yaml(method, models, base, weights, dtype, **resolved)
         manifest["mergekit_config"] = "mergekit_config.yml"
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic.replace_dir(out) as tmp:
         with ExitStack() as stack:
             merged = _merge_streamed(stack, m, models, base, importance_maps, weights, resolved,
                                      shapes, DTYPES[dtype], progress)
-            _write_safetensors(tmp / "model.safetensors", shapes, DTYPES[dtype], merged)
+            write_safetensors(tmp / "model.safetensors", shapes, DTYPES[dtype], merged)
         _write_metadata(tmp, base or models[0], dtype, manifest, config_yaml)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -439,11 +313,11 @@ def _merge_streamed(stack: ExitStack, m: MergeMethod, models: list[Path], base: 
     """Yield (name, merged tensor in out_dtype) in the order of `shapes`, one name in memory at a time."""
     files = [tensor_files(d) for d in models]
     base_files = tensor_files(base) if base is not None and m.base != "ignored" else None
-    readers: dict[Path, _Reader] = {}
+    readers: dict[Path, SafetensorsReader] = {}
 
     def read(path: Path, name: str) -> Tensor:
         if path not in readers:
-            readers[path] = _Reader(path)
+            readers[path] = SafetensorsReader(path)
             stack.callback(readers[path].close)
         return readers[path].get_tensor(name)
 
@@ -453,6 +327,8 @@ def _merge_streamed(stack: ExitStack, m: MergeMethod, models: list[Path], base: 
         importances = [read(f[name], name) for f in importance_maps] or None
         try:
             merged = _call(m, tensors, base_tensor, weights, name, params, importances)
+        except ModelFolderError:  # a damaged input file, not a merge problem
+            raise
         except ValueError as e:
             raise MergeError(f"{name}: {e}") from None
         del tensors, base_tensor, importances
@@ -461,7 +337,7 @@ def _merge_streamed(stack: ExitStack, m: MergeMethod, models: list[Path], base: 
 
 def _write_metadata(tmp: Path, source: Path, dtype: str, manifest: dict,
                     config_yaml: str | None) -> None:
-    config = _read_config(source)
+    config = read_config(source)
     for key in ("dtype", "torch_dtype"):
         if key in config:
             config[key] = dtype

@@ -25,15 +25,16 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from .. import artifacts
+from ..artifacts import atomic, checkpoints
 from ..corpus.packing import PackedTokens
+from ..errors import DataError
 
 
 def windows(tokens: PackedTokens, seq_len: int, n_tokens: int) -> list[np.ndarray]:
     """Evenly spaced windows of seq_len + 1 tokens (inputs and next-token labels), n_tokens in all."""
     n_blocks = (len(tokens) - 1) // seq_len
     if n_blocks < 1:
-        raise ValueError(f"{tokens.path} has {len(tokens)} tokens, fewer than one window of {seq_len + 1}")
+        raise DataError(f"{tokens.path} has {len(tokens)} tokens, fewer than one window of {seq_len + 1}")
     wanted = max(1, min(n_blocks, n_tokens // seq_len))
     starts = np.linspace(0, n_blocks - 1, wanted).round().astype(np.int64) * seq_len
     return [np.asarray(tokens.tokens[s:s + seq_len + 1], dtype=np.int64) for s in starts]
@@ -79,7 +80,7 @@ def save_fisher(fisher: dict[str, torch.Tensor], path: str | Path, weight_names:
         raise ValueError(f"no Fisher for checkpoint tensor(s) {missing[:3]}")
     path = Path(path)
     tensors = {n: fisher[n].contiguous() for n in weight_names}
-    with artifacts.atomic_file(path) as tmp:
+    with atomic.replace_file(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "kind": "diagonal_fisher"})
     return path
 
@@ -99,14 +100,17 @@ def estimate_to_file(model_dir: str | Path, tokens: str | Path, out: str | Path,
                      n_tokens: int, normalize_mean: bool = True, progress: bool = False) -> int:
     """Estimate a model folder's diagonal Fisher on a packed token file and save it under the
     checkpoint's tensor names (`save_fisher`); returns the number of windows used."""
-    from .. import merging
-    from ..models import modeling  # merging and modeling are heavier; only this entry point needs them
+    from ..models import modeling  # heavier; only this entry point needs it
 
     examples = windows(PackedTokens(tokens), seq_len, n_tokens)
     model = modeling.load_model(model_dir)
+    top = max(int(window.max()) for window in examples)
+    if top >= model.config.vocab_size:
+        raise DataError(f"{tokens} holds token id {top}, beyond the {model.config.vocab_size} ids of {model_dir}; "
+                        "use a token file made with the model's tokenizer")
     with torch.enable_grad():
         values = diagonal_fisher(model, examples, progress=progress)
     if normalize_mean:
         values = normalize(values)
-    save_fisher(values, out, sorted(merging.tensor_files(Path(model_dir))))
+    save_fisher(values, out, sorted(checkpoints.tensor_files(Path(model_dir))))
     return len(examples)

@@ -8,34 +8,21 @@ copy. Tied models stay tied: the output head becomes E' / (n * old factor), i.e.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from ..artifacts import atomic
+from ..errors import ParamError
+from ..artifacts.checkpoints import TOKENIZER_FILES, check_model_folder
 from .modeling import (
     HyperLlamaConfig,
-    check_model_folder,
     count_parameters,
     lm_head_factor,
     load_model,
     model_from_state,
-)
-
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "generation_config.json",
 )
 
 
@@ -43,7 +30,7 @@ def _check_factors(factor: int, ffn_factor: int | None) -> int:
     ffn_factor = factor if ffn_factor is None else ffn_factor
     for name, value in (("factor", factor), ("ffn_factor", ffn_factor)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise ParamError(f"{name} must be a positive integer, got {value!r}")
     return ffn_factor
 
 
@@ -121,7 +108,7 @@ def hyperclone(
     """
     ffn_factor = _check_factors(factor, ffn_factor)
     if noise_std < 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        raise ParamError(f"noise_std must be >= 0, got {noise_std}")
     config = clone_config(model.config, factor, ffn_factor)
     dtype = model.get_input_embeddings().weight.dtype
     gen = torch.Generator().manual_seed(seed)
@@ -134,23 +121,11 @@ def hyperclone(
     return clone.to(model.device).train(model.training)
 
 
-def _prepare_destination(dst: Path, overwrite: bool) -> None:
+def _check_destination(dst: Path, overwrite: bool) -> None:
     if dst.exists() and not dst.is_dir():
         raise FileExistsError(f"{dst}: exists and is not a folder")
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
         raise FileExistsError(f"{dst}: folder exists and is not empty (pass overwrite=True to replace it)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _move_into_place(tmp: Path, dst: Path) -> None:
-    """Rename tmp to dst; an existing dst is moved aside first and deleted only after the swap."""
-    if not dst.exists():
-        os.replace(tmp, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-    os.replace(dst, old / dst.name)
-    os.replace(tmp, dst)
-    shutil.rmtree(old)
 
 
 def clone_folder(
@@ -166,15 +141,13 @@ def clone_folder(
     src, dst = Path(src), Path(dst)
     ffn_factor = _check_factors(factor, ffn_factor)
     check_model_folder(src)
-    _prepare_destination(dst, overwrite)
+    _check_destination(dst, overwrite)
 
     model = load_model(src, dtype=torch.float32)
     clone = hyperclone(model, factor, ffn_factor, noise_std, seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the result should look like an ordinary folder
-    try:
+    with atomic.replace_dir(dst) as tmp:
         clone.save_pretrained(tmp, safe_serialization=True)
-        for file in TOKENIZER_FILES:
+        for file in TOKENIZER_FILES + ("generation_config.json",):
             if (src / file).is_file():
                 shutil.copy2(src / file, tmp / file)
         provenance = {
@@ -188,10 +161,6 @@ def clone_folder(
             "parameters_after": count_parameters(clone),
         }
         (tmp / "hyperclone.json").write_text(json.dumps(provenance, indent=2) + "\n")
-        _move_into_place(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 

@@ -8,7 +8,6 @@ factor 2, which is how a tied model stays tied after HyperCloning x2.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.initialization import no_init_weights
-from ..errors import ModelFolderError  # noqa: F401  (defined in errors.py)
 
-LLAMA_MODEL_TYPES = ("llama", "hyperllama")
+from ..artifacts.checkpoints import check_model_folder
+from ..errors import ModelFolderError, ParamError  # noqa: F401  (defined in errors.py)
 
 # The paper's 180M ("1x") shape: SmolLM2-135M with the Llama-3.3 tokenizer and GeGLU.
 PAPER_1X = dict(
@@ -158,88 +157,6 @@ def new_model(config: LlamaConfig, seed: int) -> LlamaForCausalLM:
     return model.eval()
 
 
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
-# A tokenizer folder has its settings and its vocabulary; settings without any vocabulary file are a
-# damaged tokenizer (deleting the settings alone is caught by the manifest's hashes).
-TOKENIZER_CONFIG = "tokenizer_config.json"
-TOKENIZER_VOCAB_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
-
-
-def check_safetensors(path: str | Path) -> None:
-    """Check a safetensors file's header against its size (catches truncation and a damaged header;
-    bit flips inside the tensor data are caught by the manifest's sha256, not here)."""
-    path = Path(path)
-    bad = f"{path}: truncated or corrupted safetensors file"
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if not 0 < n <= size - 8:
-            raise ModelFolderError(f"{bad} ({size} bytes, header length {n}); redo the step that wrote it")
-        try:
-            header = json.loads(f.read(n))
-            end = 0
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                start, stop = info["data_offsets"]
-                itemsize = _DTYPE_BYTES.get(info["dtype"])
-                if itemsize is not None and stop - start != math.prod(info["shape"]) * itemsize:
-                    raise ValueError(f"tensor {name} has the wrong byte length")
-                end = max(end, stop)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ModelFolderError(f"{bad} (header: {e}); redo the step that wrote it") from None
-    if 8 + n + end != size:
-        raise ModelFolderError(f"{bad} ({size} bytes, the header describes {8 + n + end}); "
-                               "redo the step that wrote it")
-
-
-def check_model_folder(path: str | Path, require_tokenizer: bool = False) -> dict:
-    """Validate a Llama-architecture model folder; return its parsed config.json.
-
-    Checks config.json, every safetensors file's header against its size, the shard index, and the
-    tokenizer: tokenizer_config.json without a vocabulary file (tokenizer.json, ...) is a damaged
-    tokenizer; a folder with neither is a weights-only folder, unless `require_tokenizer`."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelFolderError(f"{path}: model folder does not exist")
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise ModelFolderError(f"{path}: no config.json")
-    try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFolderError(f"{path}: config.json is not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise ModelFolderError(f"{path}: config.json is not a JSON object")
-    model_type = config.get("model_type")
-    if model_type not in LLAMA_MODEL_TYPES:
-        raise ModelFolderError(
-            f"{path}: model_type {model_type!r} is not a Llama-architecture model (expected llama or hyperllama)"
-        )
-    weights = sorted(path.glob("*.safetensors"))
-    if not weights:
-        raise ModelFolderError(f"{path}: no *.safetensors weights (.bin pickles are never loaded)")
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ModelFolderError(f"{index}: unreadable shard index ({e})") from None
-        missing = sorted(s for s in shards if not (path / s).is_file())
-        if missing:
-            raise ModelFolderError(f"{path}: missing weight shard(s) {', '.join(missing)}")
-    for f in weights:
-        check_safetensors(f)
-    has_config = (path / TOKENIZER_CONFIG).is_file()
-    has_vocab = any((path / name).is_file() for name in TOKENIZER_VOCAB_FILES)
-    if (require_tokenizer or has_config) and not (has_config and has_vocab):
-        missing = TOKENIZER_CONFIG if has_vocab else " or ".join(TOKENIZER_VOCAB_FILES)
-        raise ModelFolderError(f"{path}: tokenizer incomplete, no {missing}; redo the step that wrote it")
-    return config
-
-
 def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
                require_tokenizer: bool = False) -> LlamaForCausalLM:
     check_model_folder(path, require_tokenizer=require_tokenizer)
@@ -257,7 +174,7 @@ def export_llama(model: LlamaForCausalLM, mode: str = "fold_norm") -> LlamaForCa
     untie: untied head with lm_head.weight = E / factor.
     """
     if mode not in ("fold_norm", "untie"):
-        raise ValueError(f"unknown export mode {mode!r} (expected fold_norm or untie)")
+        raise ParamError(f"unknown export mode {mode!r} (expected fold_norm or untie)")
     if not isinstance(model.config, HyperLlamaConfig):
         return copy.deepcopy(model)
     factor = lm_head_factor(model)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from .. import artifacts, languages
+from .. import languages
+from ..artifacts import atomic, checkpoints
 from . import modeling
 from ..params import Params
-from ..errors import ReleasedModelError  # noqa: F401  (defined in errors.py)
+from ..errors import ModelFolderError, ReleasedModelError  # noqa: F401  (defined in errors.py)
 
 ENGLISH_REPOS = {"1x": "liu-nlp/HyperLlama-180M-english-1x", "2x": "liu-nlp/HyperLlama-572M-english-2x"}
 SIZES = {"1x": "180M", "1x_cloned": "572M", "2x": "572M"}
@@ -61,13 +62,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def place(src: Path, dst: Path, repo: str, vocab_size: int | None = None) -> dict:
     """Put the allowed files of a downloaded snapshot at dst after checking them; return config.json."""
-    with artifacts.atomic_dir(dst) as tmp:
+    with atomic.replace_dir(dst) as tmp:
         for f in sorted(Path(src).iterdir()):
             if f.is_file() and _wanted(f.name):
                 _link_or_copy(f, tmp / f.name)
         try:
-            config = modeling.check_model_folder(tmp)
-        except modeling.ModelFolderError as e:
+            config = checkpoints.check_model_folder(tmp)
+        except ModelFolderError as e:
             raise ReleasedModelError(f"{repo}: {str(e).replace(str(tmp), 'the download')}") from None
         if vocab_size is not None and config.get("vocab_size") != vocab_size:
             raise ReleasedModelError(
@@ -80,7 +81,13 @@ def fetch(repo: str, revision: str | None, dst: Path, vocab_size: int | None = N
     """Download a released model (config, safetensors, tokenizer only) to dst; return its provenance."""
     from huggingface_hub import snapshot_download  # imported late: only hub runs need it
 
-    folder = Path(snapshot_download(repo_id=repo, revision=revision, allow_patterns=ALLOW_PATTERNS))
+    try:
+        folder = Path(snapshot_download(repo_id=repo, revision=revision, allow_patterns=ALLOW_PATTERNS))
+    except OSError as e:  # huggingface_hub's errors: no such repo or revision, gated, offline, HTTP
+        where = repo + (f"@{revision}" if revision else "")
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise ReleasedModelError(f"{where}: cannot download ({type(e).__name__}: {reason}); check the name in "
+                                 "released_repos or released_repo_pattern, the network, and HF_TOKEN") from None
     config = place(folder, dst, repo, vocab_size)
     # the Hub cache names each snapshot folder after its commit
     commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
@@ -95,19 +102,3 @@ def training_record(model_dir: Path, steps: int, tokens_per_step: int) -> dict:
     return {"steps": steps, "tokens": tokens, "flops_total": 6 * counts["total"] * tokens,
             "flops_non_embedding": 6 * counts["non_embedding"] * tokens, "params_total": counts["total"],
             "params_non_embedding": counts["non_embedding"], "seconds": 0.0, "final_bpb": {}}
-
-
-def fetch_step(p: Params, step: str, setup: str, lang: str, dst: Path, vocab_size: int | None,
-               steps: int | None = None, log=print) -> str:
-    """The manifest step `step` done by fetching the released model into dst; returns its fingerprint."""
-    repo, revision = repo_for(p, setup, lang)
-    params = {"models_from": "hub", "repo_id": repo, "revision": revision, "setup": setup, "lang": lang,
-              "steps": steps, "tokens_per_step": p.tokens_per_step if steps else None}
-    with artifacts.Step(p.run_path, step, params, [], log=log) as s:
-        if s.todo:
-            log(f"[{step}] fetching {repo}" + (f"@{revision}" if revision else ""))
-            s.extra = fetch(repo, revision, dst, vocab_size)
-            if steps:
-                s.extra.update(training_record(dst, steps, p.tokens_per_step))
-            s.outputs = [dst]
-    return s.fp

@@ -65,7 +65,7 @@ def collect(p: Params, log=print) -> dict[str, pd.DataFrame]:
             "run_info": run_info(p)}
     tables = p.publish_path / "tables"
     for key, df in rows.items():
-        artifacts.atomic_write_text(tables / ROW_FILES[key], df.to_csv(index=False))
+        artifacts.atomic.write_text(tables / ROW_FILES[key], df.to_csv(index=False))
         log(f"  wrote {tables / ROW_FILES[key]}")
     # render from what was written, so a later render(load_rows(...)) reproduces the same outputs
     return load_rows(tables)
@@ -98,10 +98,10 @@ def _markdown(df: pd.DataFrame, floatfmt: str) -> str:
 def save_table(df: pd.DataFrame, tables: Path, name: str, floatfmt: str = ".4f") -> list[Path]:
     """CSV (6 significant digits), Markdown and LaTeX of one derived table."""
     paths = [tables / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
-    artifacts.atomic_write_text(paths[0], df.to_csv(index=False, float_format="%.6g"))
-    artifacts.atomic_write_text(paths[1], _markdown(df, floatfmt) + "\n")
+    artifacts.atomic.write_text(paths[0], df.to_csv(index=False, float_format="%.6g"))
+    artifacts.atomic.write_text(paths[1], _markdown(df, floatfmt) + "\n")
     tex = df.to_latex(index=False, na_rep="", escape=True, float_format=lambda x: f"{x:{floatfmt}}")
-    artifacts.atomic_write_text(paths[2], tex)
+    artifacts.atomic.write_text(paths[2], tex)
     return paths
 
 

@@ -1,7 +1,7 @@
 """03_cpt: continued pretraining of each setup's English base on one target language (or on all five
 at once, the jointly trained multilingual model). All setups of a language see identical data, steps
 and schedule (data-matched); each stage starts a fresh optimiser and schedule. With `models_from: hub`
-the authors' adapted models are fetched instead (released.py)."""
+the authors' adapted models are fetched instead (fetch.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +9,9 @@ import dataclasses
 import pandas as pd
 
 from .. import artifacts, languages, training
-from . import data, layout, upscale
-from ..models import modeling, released
+from .. import fingerprints
+from . import data, fetch, layout
+from ..models import modeling
 from ..corpus import tokenizer as tok_lib
 from ..params import MissingInputError, Params
 
@@ -35,7 +36,7 @@ def stage_params(p: Params, lang: str) -> Params:
 def _train(p: Params, setup: str, lang: str, steps: int, data_fp: str, log) -> None:
     where = layout.of(p)
     base_fp = layout.require(p, where.base_step(setup))
-    params = {**p.subset(upscale.TRAIN_KEYS), "lang": lang, "setup": setup, "steps": steps}
+    params = {**p.subset(fingerprints.keys("cpt")), "lang": lang, "setup": setup, "steps": steps}
     with artifacts.Step(p.run_path, where.cpt_step(setup, lang), params, [data_fp, base_fp], log=log) as s:
         if s.todo:
             model = modeling.load_model(where.base_model(setup))
@@ -55,13 +56,16 @@ def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log
     data_fp = layout.require(p, layout.DATA_STEP)
     where = layout.of(p)
     plan = data.load_plan(p)
+    if lang not in plan["cpt_steps"]:
+        raise MissingInputError(f"01_data in {p.run_path} made no training stream for {lang} (only for "
+                                f"{', '.join(plan['cpt_steps'])}); run notebooks/01_data.ipynb with {lang} in langs")
     steps = plan["cpt_steps"][lang]
     rows = []
     p = stage_params(p, lang)
     for setup in setups or p.setups:
         if p.models_from == "hub":
-            released.fetch_step(p, where.cpt_step(setup, lang), setup, lang, where.cpt_model(setup, lang),
-                                plan["vocab_size"], steps=steps, log=log)
+            fetch.step(p, where.cpt_step(setup, lang), setup, lang, where.cpt_model(setup, lang),
+                                plan["vocab_size"], steps=steps, upstream=[data_fp], log=log)
         else:
             _train(p, setup, lang, steps, data_fp, log)
         training.remove_resume_states(where.cpt_dir(setup, lang))

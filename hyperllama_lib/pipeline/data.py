@@ -36,28 +36,12 @@ import pandas as pd
 
 from .. import artifacts, corpus, languages
 from ..corpus import packing, unimax
+from ..corpus import read_texts  # noqa: F401  (data.read_texts: cpt and upscale read held-out text with it)
 from ..evaluation import pair_sources, ud_pairs
 from ..corpus import tokenizer as tok_lib
+from .. import fingerprints
 from . import layout
 from ..params import MissingInputError, Params
-
-DATA_KEYS = [
-    "seed", "data_source", "max_docs_per_lang", "heldout_fraction", "heldout_max_docs",
-    "english_seed_fraction", "code_source", "code_max_bytes", "code_chunk_chars", "char_budget", "max_epochs", "replay_english_fraction",
-    "replay_code_fraction", "replay_reference_lang", "eval_pairs_files", "tokenizer", "bpe_vocab_size",
-    "langs", "seq_len", "global_batch_size", "multiblimp_dir",
-]
-
-
-def read_texts(path: Path, max_bytes: int | None = None) -> list[str]:
-    """Read a held-out text file (one document a line), optionally only the first `max_bytes` bytes."""
-    out, size = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if max_bytes is not None and size >= max_bytes:
-            break
-        out.append(line)
-        size += len(line.encode("utf-8"))
-    return out
 
 
 def data_hash(p: Params) -> str:
@@ -108,7 +92,7 @@ def eval_keys(p: Params, lang: str) -> set[str]:
 def prepare(p: Params, log=print) -> pd.DataFrame:
     """Run 01_data (skipped when its outputs exist for the same parameters and data)."""
     dp = layout.of(p).data
-    params = p.subset(DATA_KEYS)
+    params = {**p.subset(fingerprints.keys("data")), "named_files": fingerprints.named_files(p)}
     with artifacts.Step(p.run_path, layout.DATA_STEP, {**params, "data_hash": data_hash(p)}, log=log) as step:
         if step.todo:
             pair_outputs = _prepare(p, dp, log)
@@ -220,8 +204,8 @@ def clean_language(p: Params, lang: str) -> tuple[list, list, dict]:
     # UD copies of the same sentences) must not leak held-out text into training.
     train, n_overlap = corpus.decontaminate(train, {corpus.dedup_key(d.text) for d in heldout})
     if not train or not heldout:
-        raise ValueError(f"language {lang}: {len(train)} training and {len(heldout)} held-out documents "
-                         "after cleaning; the corpus is too small for these parameters")
+        raise corpus.DataError(f"language {lang}: {len(train)} training and {len(heldout)} held-out documents "
+                               "after cleaning; the corpus is too small for these parameters")
     counts = {"docs_raw": len(raw), "duplicates_removed": n_dup, "decontaminated": n_contam,
               "heldout_overlap_removed": n_overlap,
               "train_docs": len(train), "heldout_docs": len(heldout)}
@@ -310,8 +294,8 @@ def _hub_source(p: Params, dp: layout.DataPaths, log) -> Sources:
                              "train_docs": docs[name].n, "heldout_docs": len(heldout[name])}
         log(f"  {name}: {docs[name].n} documents, {int(docs[name].tokens.sum())} tokens")
         if name in heldout and (not docs[name].n or not heldout[name]):
-            raise ValueError(f"language {name}: {docs[name].n} training and {len(heldout[name])} held-out "
-                             "documents after cleaning; the stream is too small for these parameters")
+            raise corpus.DataError(f"language {name}: {docs[name].n} training and {len(heldout[name])} held-out "
+                                   "documents after cleaning; the stream is too small for these parameters")
     shutil.rmtree(dp.staging)
     return Sources(tok, docs, heldout, counts)
 

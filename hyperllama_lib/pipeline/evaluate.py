@@ -1,17 +1,20 @@
 """05_eval: every model of the run (English bases, adapted models and every checkpoint saved during
-their training, the multilingual models, merges) on English BLiMP (summed log-probability conditioned
-on BOS), MultiBLiMP agreement pairs per language (same scoring) and held-out bits per byte (the run's
-held-out split and the parallel UDHR text).
+their training, the multilingual models, merges) on every benchmark of `evaluation.benchmarks`
+(`BENCHMARKS`): English BLiMP (summed log-probability conditioned on BOS), MultiBLiMP agreement pairs
+per language (same scoring) and held-out bits per byte (the run's held-out split and the parallel UDHR
+text). That table says what each benchmark loads, which languages it covers and its metrics; this
+module lists the models, loads every benchmark once, scores each model and keeps the manifest.
 
 Results are tidy rows (model, kind, setup, trained_on, step, tokens, flops_*, final, benchmark, lang,
 metric, value, source). step/tokens/flops count the adaptation stage: 0 for the English bases and for
 merges (they add no training). Final models get every benchmark in every language. Checkpoints get
 English BLiMP and MultiBLiMP in the language(s) they are trained on, which is what the learning curves
 need; their bits per byte come from training itself, which measured the same held-out split at every
-`train_eval_every_tokens` (`cpt.curves`, each stage's curve.csv). MultiBLiMP rows have benchmark "multiblimp", metrics "accuracy" and "accuracy:<phenomenon>", and
-(like BLiMP) "n_pairs", the number of pairs scored, and
-source "released" (multiblimp_dir or the Hub) or "built" (01_data's pairs from UD). Each (model, step)
-is its own step of the manifest, so re-running evaluates only what is missing or changed.
+`train_eval_every_tokens` (`cpt.curves`, each stage's curve.csv). MultiBLiMP rows have benchmark
+"multiblimp", metrics "accuracy" and "accuracy:<phenomenon>", and (like BLiMP) "n_pairs", the number of
+pairs scored, and source "released" (multiblimp_dir or the Hub) or "built" (01_data's pairs from UD).
+Each (model, step) is its own step of the manifest, so re-running evaluates only what is missing or
+changed.
 """
 from __future__ import annotations
 
@@ -22,18 +25,18 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .. import artifacts, evaluation, languages, training
-from . import data, layout
+from .. import artifacts, evaluation, languages
+from ..device import resolve as resolve_placement
+from .. import fingerprints
+from . import layout
 from ..models import modeling
-from ..evaluation import pair_sources
+from ..evaluation import benchmarks
 from ..corpus import tokenizer as tok_lib
 from ..params import MissingInputError, Params
 
-EVAL_KEYS = ["blimp_pairs_per_paradigm", "eval_max_bytes", "seed"]
 # source: where MultiBLiMP pairs came from ("released": files or the Hub; "built": 01_data, from UD); else empty
 RESULT_COLUMNS = ["model", "kind", "setup", "trained_on", "step", "tokens", "flops_total",
                   "flops_non_embedding", "final", "benchmark", "lang", "metric", "value", "source"]
-BLIMP_METRICS = ("accuracy", "accuracy_token_mean", "accuracy_byte_norm")
 RESULTS_SCHEMA = 5  # bump when rows change shape, so older result files are recomputed, not mixed in
 
 
@@ -50,7 +53,7 @@ class ModelEntry:
     flops_total: int = 0
     flops_non_embedding: int = 0
     final: bool = True
-    langs: list[str] = field(default_factory=list)  # languages for bits per byte
+    langs: list[str] = field(default_factory=list)  # English first, then its target languages
 
     @property
     def key(self) -> str:
@@ -102,91 +105,41 @@ def models(p: Params, checkpoints: bool = True) -> list[ModelEntry]:
     return [m for m in out if manifest.entry(m.producer) is not None]
 
 
-def multiblimp_rows(model, tok, entry: ModelEntry, multiblimp: dict, common: dict, p: Params,
-                    device) -> list[dict]:
-    """MultiBLiMP accuracy per language of the entry (checkpoints: only the languages they are trained
-    on), overall and per phenomenon (metric "accuracy:<phenomenon>"), scored in one call."""
-    langs = [lang for lang in entry.langs if lang in multiblimp and (entry.final or lang != languages.ENGLISH)]
-    if not langs:
-        return []
-    pairs = pd.concat([multiblimp[lang][0].assign(lang=lang) for lang in langs], ignore_index=True)
-    scored, _ = evaluation.score_pairs(model, tok, pairs, batch_size=p.eval_batch_size, device=device,
-                                       progress=False)
-    rows = []
-    for lang, group in scored.groupby("lang", sort=False):
-        base = {**common, "benchmark": "multiblimp", "lang": lang, "source": multiblimp[lang][1]}
-        rows.append({**base, "metric": "accuracy", "value": float(group["correct"].mean())})
-        rows.append({**base, "metric": "n_pairs", "value": len(group)})
-        rows += [{**base, "metric": f"accuracy:{phenomenon}", "value": float(g["correct"].mean())}
-                 for phenomenon, g in group.groupby("paradigm", sort=True)]
-    return rows
+def load_benchmarks(p: Params, log=print) -> dict[str, benchmarks.Loaded]:
+    """Every benchmark's data (benchmark -> lang -> (data, source)), loaded once for all models."""
+    ctx = benchmarks.Context(layout.of(p).data, p, log)
+    return {bench.name: bench.load(ctx) for bench in benchmarks.BENCHMARKS}
 
 
-def evaluate_model(p: Params, entry: ModelEntry, pairs: pd.DataFrame, tok,
-                   multiblimp: dict | None = None) -> pd.DataFrame:
-    """BLiMP, MultiBLiMP (multiblimp: lang -> (pairs, source)) and bits per byte rows of one model."""
-    device = training.resolve_device(p)
+def evaluate_model(p: Params, entry: ModelEntry, tok, loaded: dict[str, benchmarks.Loaded]) -> pd.DataFrame:
+    """The rows of one model on every benchmark of `benchmarks.BENCHMARKS` that covers it, in the
+    languages the benchmark covers for it (a final model or a checkpoint) and has data for (`loaded`)."""
+    # the run's precision, explicitly: scoring's own "auto" would choose bf16 on any GPU
+    placement = resolve_placement(p.device, p.precision)
+    device, dtype = placement.device, placement.precision
     model = modeling.load_model(entry.path).to(device).eval()
     common = {"model": entry.model, "kind": entry.kind, "setup": entry.setup, "trained_on": entry.trained_on,
               "step": entry.step, "tokens": entry.tokens, "flops_total": entry.flops_total,
               "flops_non_embedding": entry.flops_non_embedding, "final": entry.final}
+    langs = {bench.name: [lang for lang in bench.langs_for(entry.langs, entry.final) if lang in loaded[bench.name]]
+             for bench in benchmarks.BENCHMARKS}
     rows = []
-    dp = layout.of(p).data
-    with training.autocast(p, device):
-        _, summary = evaluation.score_pairs(model, tok, pairs, batch_size=p.eval_batch_size, device=device,
-                                            progress=False)
-        rows += [{**common, "benchmark": "blimp", "lang": languages.ENGLISH, "metric": metric,
-                  "value": summary[metric]} for metric in (*BLIMP_METRICS, "n_pairs") if metric in summary]
-        rows += multiblimp_rows(model, tok, entry, multiblimp or {}, common, p, device)
-        # Checkpoints get no bits per byte here: training measured the same held-out split at every
-        # `train_eval_every_tokens` (curve.csv), which is what the learning-curve figures draw.
-        benches = [("heldout", dp.heldout), ("udhr", dp.udhr)] if entry.final else []
-        for lang in entry.langs:
-            for bench, path_of in benches:
-                path = path_of(lang)
-                if not path.exists():
-                    continue
-                res = evaluation.bits_per_byte(model, tok, data.read_texts(path, p.eval_max_bytes),
-                                               context_len=p.seq_len, batch_size=p.eval_batch_size,
-                                               device=device, progress=False)
-                rows.append({**common, "benchmark": bench, "lang": lang, "metric": "bpb", "value": res["bpb"]})
-                # per token of this model's tokenizer: comparable only between models sharing it
-                rows.append({**common, "benchmark": bench, "lang": lang, "metric": "token_perplexity",
-                             "value": res["token_perplexity"]})
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
-
-
-def blimp_pairs(p: Params) -> pd.DataFrame:
-    """BLiMP from the local data folder, or from the Hub (`nyu-mll/blimp`) for hub runs without one."""
-    if (p.data_path / "blimp").is_dir() or p.data_source == "local":
-        return pair_sources.load_blimp_local(p.data_path, max_pairs_per_paradigm=p.blimp_pairs_per_paradigm,
-                                           seed=p.seed)
-    return pair_sources.load_blimp_hub(max_pairs_per_paradigm=p.blimp_pairs_per_paradigm, seed=p.seed)
-
-
-def multiblimp_pairs(p: Params, log=print) -> dict[str, tuple[pd.DataFrame, str]]:
-    """lang -> (pairs, source) for English and the target languages: the released files in
-    multiblimp_dir, else (hub runs without multiblimp_dir) the Hub's, else the pairs 01_data built
-    ("built"). Subsampled to multiblimp_pairs_per_phenomenon per language and phenomenon."""
-    out = {}
-    for lang in [languages.ENGLISH, *p.langs]:
-        kwargs = {"max_pairs_per_paradigm": p.multiblimp_pairs_per_phenomenon, "seed": p.seed}
-        released = p.multiblimp_path / lang / "data.tsv" if p.multiblimp_path else None
-        if released is not None and released.is_file():
-            out[lang] = (pair_sources.load_multiblimp_local(released, lang=lang, **kwargs), "released")
-        elif released is None and p.data_source == "hub":
-            try:
-                out[lang] = (pair_sources.load_multiblimp_hub(lang, **kwargs), "released")
-            except Exception as e:  # offline, or no such language on the Hub: fall back to the built pairs
-                log(f"MultiBLiMP {lang}: not from the Hub ({type(e).__name__}), using the built pairs")
-        built = layout.of(p).data.multiblimp(lang)
-        if lang not in out and built.is_file():
-            out[lang] = (pair_sources.load_multiblimp_local(built, lang=lang, **kwargs), "built")
-        if lang in out and out[lang][0].empty:
-            del out[lang]
-    log("MultiBLiMP: " + (", ".join(f"{lang} {len(df)} pairs ({source})" for lang, (df, source) in out.items())
-                          or "no pairs"))
-    return out
+    for bench in (b for b in benchmarks.BENCHMARKS if b.kind == "pairs" and langs[b.name]):
+        data = loaded[bench.name]
+        # every language in one call: scoring batches across them
+        pairs = pd.concat([data[lang][0].assign(lang=lang) for lang in langs[bench.name]], ignore_index=True)
+        scored, _ = evaluation.score_pairs(model, tok, pairs, batch_size=p.eval_batch_size, device=device,
+                                           progress=False, dtype=dtype)
+        rows += benchmarks.pair_rows(bench, scored, data)
+    text_benches = [b for b in benchmarks.BENCHMARKS if b.kind == "text"]
+    for lang in entry.langs:
+        for bench in (b for b in text_benches if lang in langs[b.name]):
+            data = loaded[bench.name]
+            res = evaluation.bits_per_byte(model, tok, data[lang][0], context_len=p.seq_len,
+                                           batch_size=p.eval_batch_size, device=device, progress=False,
+                                           dtype=dtype)
+            rows += benchmarks.text_rows(bench, lang, res, data)
+    return pd.DataFrame([{**common, **row} for row in rows], columns=RESULT_COLUMNS)
 
 
 def selected(entry: ModelEntry, which: str | None) -> bool:
@@ -210,24 +163,25 @@ def run(p: Params, log=print) -> pd.DataFrame:
         raise MissingInputError(f"no models to evaluate{which} in {p.run_path}; run notebooks/02_upscale.ipynb, "
                                 "03_cpt.ipynb and 04_merge.ipynb first")
     tok = tok_lib.load_tokenizer(layout.of(p).data.tokenizer)
-    pairs = blimp_pairs(p)
-    multiblimp = multiblimp_pairs(p, log)
-    # the pairs themselves (source and sentences) decide whether a model's MultiBLiMP rows are current
-    multiblimp_id = artifacts.fingerprint({lang: [source, *df["good"], *df["bad"]]
-                                           for lang, (df, source) in multiblimp.items()})
+    loaded = load_benchmarks(p, log)
+    # the table's benchmarks, and the data itself (e.g. MultiBLiMP's source and sentences), decide whether a
+    # model's rows are current: a benchmark added to the table is run on every model evaluated before
+    data_ids = {"benchmarks": [(bench.name, bench.metrics) for bench in benchmarks.BENCHMARKS]}
+    data_ids |= {bench.name: artifacts.fingerprint(benchmarks.data_fingerprint_input(bench, loaded[bench.name]))
+                for bench in benchmarks.BENCHMARKS if bench.fingerprint_data}
     manifest = artifacts.Manifest(p.run_path)
     todo = []
     for entry in entries:
-        step = artifacts.Step(p.run_path, layout.RunLayout.eval_step(entry.key), {**p.subset(EVAL_KEYS), "schema": RESULTS_SCHEMA,
-                                                                "multiblimp": multiblimp_id},
+        params = {**p.subset(fingerprints.keys("eval")), "schema": RESULTS_SCHEMA, **data_ids}
+        step = artifacts.Step(p.run_path, layout.RunLayout.eval_step(entry.key), params,
                               [manifest.entry(entry.producer)["fingerprint"]], log=lambda m: None)
         (todo if step.todo else []).append((entry, step))
     log(f"{len(entries)} models and checkpoints, {len(entries) - len(todo)} already evaluated")
     for entry, step in tqdm(todo, desc="evaluating", unit="model", mininterval=2.0):
         with step:
-            rows = evaluate_model(p, entry, pairs, tok, multiblimp)
+            rows = evaluate_model(p, entry, tok, loaded)
             target = layout.of(p).model_results(entry.key)
-            artifacts.atomic_write_text(target, rows.to_csv(index=False))
+            artifacts.atomic.write_text(target, rows.to_csv(index=False))
             step.outputs = [target]
     return pd.concat([pd.read_csv(layout.of(p).model_results(e.key)) for e in entries], ignore_index=True)
 
@@ -243,5 +197,5 @@ def load_results(p: Params, log=print) -> pd.DataFrame:
         log(f"{len(entries) - len(found)} of {len(entries)} models and checkpoints are not evaluated yet; "
             "run notebooks/05_eval.ipynb to include them")
     results = pd.concat([pd.read_csv(f) for f in found], ignore_index=True)
-    artifacts.atomic_write_text(layout.of(p).results, results.to_csv(index=False))
+    artifacts.atomic.write_text(layout.of(p).results, results.to_csv(index=False))
     return results

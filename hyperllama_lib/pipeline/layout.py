@@ -148,8 +148,12 @@ class RunLayout:
         return self.root / "results" / "models" / f"{key}.csv"
 
     # -- the grid runner -------------------------------------------------------------------------
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
     def executed_notebook(self, label: str) -> Path:
-        return self.root / "notebooks" / f"{label}.ipynb"
+        return self.notebooks / f"{label}.ipynb"
 
     @property
     def grid(self) -> Path:

@@ -13,12 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from .. import artifacts, merging
+from .. import fingerprints
 from . import layout
 from ..merging import fisher_information
 from ..params import MissingInputError, Params
-
-MERGE_KEYS = ["merge_density", "merge_weight", "merge_normalize", "merge_dtype", "seed", "fisher_floor"]
-FISHER_KEYS = ["fisher_tokens", "fisher_normalize", "seq_len"]
 
 
 def _inputs(p: Params, setup: str) -> dict[str, tuple[Path, str]]:
@@ -36,7 +34,7 @@ def _inputs(p: Params, setup: str) -> dict[str, tuple[Path, str]]:
 
 def estimate_fisher(p: Params, setup: str, lang: str, model_dir: Path, model_fp: str, log=print) -> str:
     """The diagonal Fisher of one CPT model on its own training stream (a step; returns its fingerprint)."""
-    params = {**p.subset(FISHER_KEYS), "setup": setup, "lang": lang}
+    params = {**p.subset(fingerprints.keys("fisher")), "setup": setup, "lang": lang}
     where = layout.of(p)
     out = where.fisher_file(setup, lang)
     with artifacts.Step(p.run_path, where.fisher_step(setup, lang), params, [model_fp], log=log) as s:
@@ -52,6 +50,7 @@ def run(p: Params, log=print) -> pd.DataFrame:
     for setup in p.setups:
         inputs = _inputs(p, setup)
         base = where.base_model(setup)
+        base_fp = layout.require(p, where.base_step(setup))  # task vectors are taken against it
         fisher_fps: dict[str, str] = {}
         for method in p.merge_methods:
             needs_fisher = merging.get_method(method).needs_importance
@@ -59,8 +58,9 @@ def run(p: Params, log=print) -> pd.DataFrame:
                 fisher_fps = {lang: estimate_fisher(p, setup, lang, *inputs[lang], log=log) for lang in p.langs}
             for langs in layout.merge_subsets(p):
                 models = [inputs[lang][0] for lang in langs]
-                fps = [inputs[lang][1] for lang in langs] + ([fisher_fps[lang] for lang in langs] if needs_fisher else [])
-                params = {**p.subset(MERGE_KEYS), "method": method, "langs": list(langs)}
+                fps = [base_fp] + [inputs[lang][1] for lang in langs] \
+                    + ([fisher_fps[lang] for lang in langs] if needs_fisher else [])
+                params = {**p.subset(fingerprints.keys("merge")), "method": method, "langs": list(langs)}
                 out = where.merged_model(setup, method, langs)
                 with artifacts.Step(p.run_path, where.merge_step(setup, method, langs), params, fps, log=log) as s:
                     if s.todo:

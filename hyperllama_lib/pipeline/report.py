@@ -450,5 +450,5 @@ def write(publish_dir: Path, info: dict, tables: dict, markdown: dict, figures: 
         if title.startswith("5.") and "merge_subsets" not in tables:
             lines += [NO_SUBSETS, ""]
     path = Path(publish_dir) / "REPORT.md"
-    artifacts.atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    artifacts.atomic.write_text(path, "\n".join(lines).rstrip() + "\n")
     return path

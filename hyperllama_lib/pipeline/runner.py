@@ -30,6 +30,7 @@ import yaml
 
 from .. import artifacts, languages
 from . import layout
+from ..errors import RunBusyError
 from ..params import REPO_ROOT, ParamError, Params, load_params
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -220,7 +221,7 @@ def run_lock(p: Params):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another reproduction is running in {p.run_path} (or its notebooks still "
+            raise RunBusyError(f"another reproduction is running in {p.run_path} (or its notebooks still "
                                "are); wait for it to finish") from None
         yield fd
     finally:
@@ -251,7 +252,7 @@ def render_html(executed: Path) -> Path | None:
     except Exception:  # a half-written or missing notebook has no rendering; its log remains
         return None
     out = executed.with_suffix(".html")
-    artifacts.atomic_write_text(out, body)
+    artifacts.atomic.write_text(out, body)
     return out
 
 
@@ -289,7 +290,7 @@ class Runner:
         rec = {"job": job.name, "notebook": job.notebook, "parameters": notebook_parameters(p, self.overrides, job),
                "parameters_fingerprint": parameters_fingerprint(p, self.overrides, job), "state": "running",
                "pid": os.getpid(), "started": started, "executed": str(executed)}
-        artifacts.atomic_write_json(record_path(p, job), rec)
+        artifacts.atomic.write_json(record_path(p, job), rec)
         cmd = [sys.executable, "-m", "papermill", *papermill_args(p, self.overrides, job, self.notebooks),
                "--cwd", str(self.notebooks), "--kernel", "python3", "--log-output", "--no-progress-bar"]
         with open(log_file, "w") as log:
@@ -314,7 +315,7 @@ class Runner:
                    html=str(html) if html else None, log=str(log_file))
         if not ok:
             rec["error"] = "interrupted" if self.interrupted else _error_of(executed, log_file)
-        artifacts.atomic_write_json(record_path(p, job), rec)
+        artifacts.atomic.write_json(record_path(p, job), rec)
         return ok
 
     def stop_children(self) -> None:

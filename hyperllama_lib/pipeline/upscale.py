@@ -4,7 +4,7 @@ seed (1x, random init) --train on code, then 80% English + code-->  seed/final
 seed --HyperClone x2--> seed_x2 --train on the other 20% English--> base_2x/final
 seed --train on the other 20% English-----------------------------> base_1x/final
 base_1x --HyperClone x2 (no training)------------------------------> base_1x_cloned/final
-With `models_from: hub` the authors' released 1x and 2x bases are fetched instead (released.py) and
+With `models_from: hub` the authors' released 1x and 2x bases are fetched instead (fetch.py) and
 base_1x_cloned is cloned from the fetched 1x base.
 """
 from __future__ import annotations
@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 from .. import artifacts, languages, training
-from ..models import cloning, modeling, released
-from . import data, layout
+from ..models import cloning, modeling
+from .. import fingerprints
+from . import data, fetch, layout
 from ..training import distributed
 from ..corpus import tokenizer as tok_lib
 from ..params import Params
 
-MODEL_KEYS = ["seed", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-              "intermediate_size", "hidden_act", "rms_norm_eps", "rope_theta", "seq_len"]
-TRAIN_KEYS = ["seed", "seq_len", "micro_batch_size", "global_batch_size", "lr", "adam_beta1", "adam_beta2",
-              "adam_eps", "weight_decay", "grad_clip", "warmup_steps", "decay_fraction",
-              "checkpoint_every_tokens", "train_eval_every_tokens", "train_eval_max_bytes", "precision"]
+
 def model_config(p: Params, vocab_size: int, bos: int, eos: int):
     return modeling.smollm2_config(
         vocab_size=vocab_size, hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
@@ -57,7 +54,7 @@ def run(p: Params, log=print) -> pd.DataFrame:
     where = layout.of(p)
     data_fp = layout.require(p, layout.DATA_STEP)
     plan = data.load_plan(p)
-    model_params = {**p.subset(MODEL_KEYS), **p.subset(TRAIN_KEYS)}
+    clone_params = p.subset(fingerprints.keys("clone"))
 
     def stage(name: str, upstream: list[str], params: dict, work) -> str:
         with artifacts.Step(p.run_path, where.english_step(name), params, upstream, log=log) as s:
@@ -74,18 +71,18 @@ def run(p: Params, log=print) -> pd.DataFrame:
         return {"max_logit_difference": cloning.max_logit_difference(where.english_model(src), where.english_model(dst))}
 
     if p.models_from == "hub":
-        fetched = {s: released.fetch_step(p, where.base_step(s), s, languages.ENGLISH, where.base_model(s),
-                                          plan["vocab_size"], log=log) for s in ("1x", "2x")}
+        fetched = {s: fetch.step(p, where.base_step(s), s, languages.ENGLISH, where.base_model(s),
+                                          plan["vocab_size"], upstream=[data_fp], log=log) for s in ("1x", "2x")}
         b1_fp = fetched["1x"]
     else:
-        seed_fp = stage("seed", [data_fp], {**model_params, "steps": plan["seed_steps"]},
+        seed_fp = stage("seed", [data_fp], {**p.subset(fingerprints.keys("seed")), "steps": plan["seed_steps"]},
                         lambda: _train_from(p, None, "seed", "seed", plan["seed_steps"], log))
-        x2_fp = stage("seed_x2", [seed_fp], {"clone_factor": p.clone_factor}, lambda: clone("seed", "seed_x2"))
-        b1_fp = stage("base_1x", [seed_fp], {**p.subset(TRAIN_KEYS), "steps": plan["base_steps"]},
+        x2_fp = stage("seed_x2", [seed_fp], clone_params, lambda: clone("seed", "seed_x2"))
+        b1_fp = stage("base_1x", [seed_fp], {**p.subset(fingerprints.keys("english")), "steps": plan["base_steps"]},
                       lambda: _train_from(p, where.english_model("seed"), "base_1x", "base", plan["base_steps"], log))
-        stage("base_2x", [x2_fp], {**p.subset(TRAIN_KEYS), "steps": plan["base_steps"]},
+        stage("base_2x", [x2_fp], {**p.subset(fingerprints.keys("english")), "steps": plan["base_steps"]},
               lambda: _train_from(p, where.english_model("seed_x2"), "base_2x", "base", plan["base_steps"], log))
-    stage("base_1x_cloned", [b1_fp], {"clone_factor": p.clone_factor},
+    stage("base_1x_cloned", [b1_fp], clone_params,
           lambda: clone("base_1x", "base_1x_cloned"))
     return summary(p)
 

@@ -1,6 +1,7 @@
-"""Training: the loop, resume states, data-parallel processes and device choice."""
+"""Training: the loop, resume states and data-parallel processes (device choice: `hyperllama_lib.device`)."""
 from __future__ import annotations
 
 from .loop import (  # noqa: F401
-    DiskSpaceError, NonFiniteLossError, RESUME_DIR, Stage, TooLittleDataError, TrainingError, autocast, lr_factor, make_optimizer, remove_resume_states, resolve_device, train,
+    DiskSpaceError, NonFiniteLossError, Stage, TooLittleDataError, TrainingError, autocast, lr_factor, make_optimizer, placement, resolve_device, train,
 )
+from .resume import RESUME_DIR, remove_resume_states  # noqa: F401

@@ -54,8 +54,10 @@ def init(device: str = "auto") -> bool:
     import torch
     import torch.distributed as dist
 
+    from ..device import resolve as resolve_placement
+
     if not dist.is_initialized():
-        cuda = device != "cpu" and torch.cuda.is_available()
+        cuda = resolve_placement(device).device.type == "cuda" and torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(local_rank())
         dist.init_process_group("nccl" if cuda else "gloo")

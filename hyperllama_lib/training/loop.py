@@ -6,28 +6,17 @@ Data: one packed token stream per stage, already mixed and shuffled at document 
 (for the seed it is ordered by curriculum phase). Step s takes the next `global_batch_size` blocks of
 `seq_len` tokens in order, wrapping around if a stage asks for more steps than the stream holds.
 
-Resume: at every checkpoint a resume state is written next to the checkpoint, atomically, as
-`resume/step_N/`: model.safetensors (the parameters), train_state.safetensors (AdamW's tensors and
-torch's RNG state) and state.json (step, scheduler, optimiser settings, Python and NumPy RNG states,
-the log and curve rows so far, sha256 of both tensor files, and the resume key). No pickle. The key
-hashes the stage, its steps, the token stream, the training parameters, the held-out texts and the
-initial weights, so a state is only used by the run that made it. A killed run started again
-continues from its newest valid state, and on CPU ends with the same bytes as an uninterrupted run
-(the data position is a function of the step; held-out evaluation draws no random numbers).
-`remove_resume_states` deletes them once the caller has recorded the finished step.
+Resume: at every checkpoint a resume state is written next to the checkpoint (`resume.py`); a killed
+run started again continues from its newest valid state, and on CPU ends with the same bytes as an
+uninterrupted run. Device, precision and compilation follow `hyperllama_lib.device`.
 
 FLOPs convention: 6 x parameters x tokens (forward + backward, attention quadratic term ignored),
 recorded twice: with all parameters (tied embedding counted once) and without embedding parameters.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
-import hashlib
-import json
 import math
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -37,56 +26,41 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
-from .. import artifacts, evaluation
-from . import distributed
+from .. import evaluation
+from ..device import Placement, resolve as resolve_placement
+from ..artifacts import atomic
+from . import distributed, resume
+from .resume import RESUME_DIR
 from ..models import modeling
 from ..corpus.packing import PackedTokens
 from ..params import ParamError, Params
 from ..errors import DiskSpaceError, NonFiniteLossError, TooLittleDataError, TrainingError  # noqa: F401  (defined in errors.py)
 
-RESUME_DIR = "resume"
-RESUME_FORMAT = 1
 FP16_INIT_SCALE = 2.0 ** 16  # GradScaler's first loss scale (halved on every overflow)
-# Parameters that change what a stage computes (retention and device do not).
-RESUME_KEYS = ["seed", "seq_len", "micro_batch_size", "global_batch_size", "lr", "adam_beta1", "adam_beta2",
-               "adam_eps", "weight_decay", "grad_clip", "warmup_steps", "decay_fraction",
-               "checkpoint_every_tokens", "train_eval_every_tokens", "train_eval_max_bytes", "precision",
-               "eval_batch_size"]
 
 
+def placement(p: Params) -> Placement:
+    """Where and in which precision a stage trains (`hyperllama_lib.device`)."""
+    return resolve_placement(p.device, p.precision, p.compile)
+
+
+# The functions below are the names pipeline/ still uses.
 def resolve_device(p: Params) -> torch.device:
-    kind = ("cuda" if torch.cuda.is_available() else "cpu") if p.device == "auto" else p.device
-    if kind == "cuda" and distributed.world_size() > 1:
-        return torch.device("cuda", distributed.local_rank())
-    return torch.device(kind)
+    return placement(p).device
 
 
 def autocast(p: Params, device: torch.device):
-    """bf16 autocast with fp32 master weights on GPU (the paper's bf16 + fp32 accumulation); fp32 on CPU.
-    fp16 (GPUs without bf16, e.g. a T4) autocasts to float16 and needs the loss scaling of `grad_scaler`."""
-    if p.precision == "fp16":
-        return torch.autocast(device_type=device.type, dtype=torch.float16)
-    use_bf16 = p.precision == "bf16" or (p.precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return resolve_placement(device, p.precision).autocast()
 
 
-def grad_scaler(p: Params, model, device: torch.device):
+def grad_scaler(where: Placement, model):
     """Loss scaling for fp16 (None otherwise); sharded gradients need the scaler that agrees across ranks."""
-    if p.precision != "fp16":
+    if not where.needs_grad_scaler:
         return None
     if distributed.sharded(model):
         from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-        return ShardedGradScaler(device.type, init_scale=FP16_INIT_SCALE)
-    return torch.amp.GradScaler(device.type, init_scale=FP16_INIT_SCALE)
-
-
-def use_compile(p: Params, device: torch.device) -> bool:
-    return p.compile == "true" or (p.compile == "auto" and device.type == "cuda")
+        return ShardedGradScaler(where.device.type, init_scale=FP16_INIT_SCALE)
+    return torch.amp.GradScaler(where.device.type, init_scale=FP16_INIT_SCALE)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, decay_fraction: float) -> float:
@@ -128,122 +102,12 @@ def _batch(data: PackedTokens, first_block: int, n: int, seq_len: int, n_blocks:
     return torch.from_numpy(np.stack(rows).astype(np.int64))
 
 
-@contextlib.contextmanager
-def _disk_full_is_clear(what: Path, step: int):
-    try:
-        yield
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-        raise DiskSpaceError(f"disk full while writing {what} at step {step}; nothing half-written is left "
-                             "and the last good checkpoint is kept: free disk space and run again") from None
-
-
 def _save(model, tokenizer, dst: Path, step: int = 0, state_dict: dict | None = None) -> None:
     """Save the plain (never compiled or wrapped) model; `state_dict` holds gathered weights under FSDP."""
-    with _disk_full_is_clear(dst, step), artifacts.atomic_dir(dst) as tmp:
+    with resume.disk_full_is_clear(dst, step), atomic.replace_dir(dst) as tmp:
         # save_pretrained empties the dict it is given
         model.save_pretrained(tmp, safe_serialization=True, state_dict=None if state_dict is None else dict(state_dict))
         tokenizer.save_pretrained(tmp)
-
-
-# -- resume states ----------------------------------------------------------------------------------
-
-def resume_key(model, stage: Stage, p: Params, total: int, data: PackedTokens) -> str:
-    """What a resume state must match: stage, steps, token stream, parameters, held-out texts, initial weights."""
-    weights = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        weights.update(name.encode())
-        weights.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return artifacts.fingerprint(RESUME_FORMAT, stage.name, total, data.n_tokens, data.meta.get("sha256"),
-                                 p.subset(RESUME_KEYS), stage.eval_texts, weights.hexdigest())
-
-
-def _save_resume(root: Path, step: int, key: str, parameters: dict, opt_state: dict, sched, scaler,
-                 log_rows, curve_rows) -> None:
-    dst = root / f"step_{step:06d}"
-    with _disk_full_is_clear(dst, step), artifacts.atomic_dir(dst) as tmp:
-        save_file(parameters, tmp / "model.safetensors")
-        tensors = {f"optim.{i}.{k}": v.detach().cpu().contiguous()
-                   for i, per_param in opt_state["state"].items() for k, v in per_param.items()}
-        tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            tensors.update({f"rng.cuda.{i}": r for i, r in enumerate(torch.cuda.get_rng_state_all())})
-        save_file(tensors, tmp / "train_state.safetensors")
-        _, keys, pos, has_gauss, gauss = np.random.get_state()
-        state = {"format": RESUME_FORMAT, "key": key, "step": step,
-                 "files": {f: artifacts.file_sha256(tmp / f) for f in ("model.safetensors", "train_state.safetensors")},
-                 "param_groups": opt_state["param_groups"], "scheduler": sched.state_dict(),
-                 "rng": {"python": random.getstate(), "numpy": [keys.tolist(), pos, has_gauss, gauss]},
-                 "log_rows": log_rows, "curve_rows": curve_rows}
-        if scaler is not None:
-            state["grad_scaler"] = scaler.state_dict()
-        (tmp / "state.json").write_text(json.dumps(state))
-
-
-def _read_resume(folder: Path, key: str) -> tuple[dict | None, str]:
-    """(state, "") for a valid state made with `key`, else (None, why not)."""
-    try:
-        state = json.loads((folder / "state.json").read_text())
-        if state.get("format") != RESUME_FORMAT or state.get("key") != key:
-            return None, "made by another run (different parameters, data or initial weights)"
-        for name, sha in state["files"].items():
-            if artifacts.file_sha256(folder / name) != sha:
-                return None, f"{name} differs from its recorded sha256"
-        state["model"] = load_file(folder / "model.safetensors")
-        state["tensors"] = load_file(folder / "train_state.safetensors")
-        return state, ""
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
-        return None, f"unreadable ({type(e).__name__}: {e})"
-
-
-def _restore(state: dict, model, opt, sched, scaler) -> None:
-    if {n for n, _ in model.named_parameters()} != set(state["model"]):
-        raise TrainingError("resume state does not match the model's parameters")
-    tensors = state["tensors"]
-    per_param: dict[int, dict] = {}
-    for name, t in tensors.items():
-        if name.startswith("optim."):
-            _, i, k = name.split(".", 2)
-            per_param.setdefault(int(i), {})[k] = t
-    groups = [{**g, "betas": tuple(g["betas"])} for g in state["param_groups"]]
-    distributed.load_full_state(model, opt, state["model"], {"state": per_param, "param_groups": groups})
-    sched.load_state_dict(state["scheduler"])
-    if scaler is not None and "grad_scaler" in state:
-        scaler.load_state_dict(state["grad_scaler"])
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    version, internal, gauss = state["rng"]["python"]
-    random.setstate((version, tuple(internal), gauss))
-    keys, pos, has_gauss, cached = state["rng"]["numpy"]
-    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-
-
-def _step_folders(folder: Path) -> list[Path]:
-    return sorted(folder.glob("step_*")) if folder.is_dir() else []
-
-
-def _prune(folder: Path, keep: int | None) -> None:
-    """Keep the newest `keep` step_* folders (None: all)."""
-    if keep is not None:
-        for old in _step_folders(folder)[: max(len(_step_folders(folder)) - keep, 0)]:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_leftovers(out_dir: Path) -> None:
-    """Temporaries of atomic writes that a killed run left behind (hidden *.tmp and *.old-PID names)."""
-    for folder in (out_dir, out_dir / "checkpoints", out_dir / RESUME_DIR):
-        for f in folder.glob(".*") if folder.is_dir() else []:
-            if f.name.endswith(".tmp") or ".old-" in f.name:
-                shutil.rmtree(f) if f.is_dir() else f.unlink()
-
-
-def remove_resume_states(out_dir: Path) -> None:
-    """Delete a stage's resume states; call once its finished step is recorded."""
-    if distributed.is_main():
-        shutil.rmtree(Path(out_dir) / RESUME_DIR, ignore_errors=True)
 
 
 def check_disk(stage: Stage, p: Params, model, checkpoints_left: int) -> None:
@@ -276,12 +140,12 @@ def _unsharded(model, device):
     return copy.to(device)
 
 
-def _eval_bpb(model, tokenizer, stage: Stage, p: Params, device) -> dict[str, float]:
+def _eval_bpb(model, tokenizer, stage: Stage, p: Params, where: Placement) -> dict[str, float]:
     model.eval()
-    scored = _unsharded(model, device)
-    with autocast(p, device):
+    scored = _unsharded(model, where.device)
+    with where.autocast():
         out = {lang: evaluation.bits_per_byte(scored, tokenizer, texts, context_len=p.seq_len,
-                                              batch_size=p.eval_batch_size, device=device,
+                                              batch_size=p.eval_batch_size, device=where.device,
                                               progress=False)["bpb"]
                for lang, texts in stage.eval_texts.items()}
     model.train()
@@ -296,7 +160,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    artifacts.atomic_write_text(path, buf.getvalue())
+    atomic.write_text(path, buf.getvalue())
 
 
 def _micro_batches_per_rank(p: Params) -> int:
@@ -309,35 +173,15 @@ def _micro_batches_per_rank(p: Params) -> int:
     return p.grad_accum // world
 
 
-def _prepare(model, p: Params, device: torch.device):
+def _prepare(model, p: Params, where: Placement):
     """(the module forward/backward runs through, the optimiser): DDP or FSDP across processes, compiled
     if asked. `model` itself stays the plain module that is evaluated and saved."""
-    model.to(device).train()
-    train_model = distributed.wrap(model, p.distributed, device)
-    opt = make_optimizer(model, p, device)  # after wrapping: FSDP swaps in sharded parameters
-    if use_compile(p, device):
+    model.to(where.device).train()
+    train_model = distributed.wrap(model, p.distributed, where.device)
+    opt = make_optimizer(model, p, where.device)  # after wrapping: FSDP swaps in sharded parameters
+    if where.compile:
         train_model = torch.compile(train_model)
     return train_model, opt
-
-
-def _find_resume(resume_root: Path, key: str, stage: str, log) -> dict | None:
-    """The newest valid resume state, chosen by rank 0 and read by every rank."""
-    state = chosen = None
-    if distributed.is_main():
-        for folder in reversed(_step_folders(resume_root)):
-            state, why = _read_resume(folder, key)
-            if state is not None:
-                chosen = str(folder)
-                break
-            log(f"[{stage}] not resuming from {folder}: {why}")
-    chosen = distributed.broadcast(chosen)
-    if chosen is not None and state is None:
-        state, why = _read_resume(Path(chosen), key)
-        if state is None:
-            raise TrainingError(f"rank {distributed.rank()} cannot read the resume state {chosen}: {why}")
-    if state is not None:
-        state["folder"] = chosen
-    return state
 
 
 def _grad_norm(model, clip: float) -> float:
@@ -355,7 +199,8 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
     distributed.init(p.device)
     main = distributed.is_main()
     log = log if main else (lambda message: None)
-    device = resolve_device(p)
+    where = placement(p)
+    device = where.device
     data = PackedTokens(stage.tokens)
     n_blocks = data.num_blocks(p.seq_len)
     if n_blocks == 0:
@@ -367,34 +212,32 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
                                  f"one batch of {p.global_batch_size}; lower global_batch_size or add data")
     accum = _micro_batches_per_rank(p)
     torch.manual_seed(p.seed)
-    key = resume_key(model, stage, p, total, data)
-    train_model, opt = _prepare(model, p, device)
+    key = resume.resume_key(model, stage, p, total, data)
+    train_model, opt = _prepare(model, p, where)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total, p.warmup_steps, p.decay_fraction))
-    scaler = grad_scaler(p, model, device)
+    scaler = grad_scaler(where, model)
     counts = modeling.count_parameters(model)
     save_every = max(1, round(p.checkpoint_every_tokens / p.tokens_per_step))
     eval_every = max(1, round((p.train_eval_every_tokens or p.checkpoint_every_tokens) / p.tokens_per_step))
     resume_root = stage.out_dir / RESUME_DIR
     if main:
-        _remove_leftovers(stage.out_dir)
+        resume.remove_leftovers(stage.out_dir)
     log_rows, curve_rows, start = [], [], 0
-    state = _find_resume(resume_root, key, stage.name, log)
+    state = resume.find(resume_root, key, stage.name, log)
     if state is not None:
-        _restore(state, model, opt, sched, scaler)
+        resume.restore(state, model, opt, sched, scaler)
         start, log_rows, curve_rows = state["step"], state["log_rows"], state["curve_rows"]
         log(f"[{stage.name}] resuming from step {start} of {total} ({state['folder']})")
     del state
     distributed.barrier()  # every rank has read its state before rank 0 removes any
     if main:
-        for folder in _step_folders(resume_root):  # states of other runs, or newer than the one resumed from
-            if int(folder.name.removeprefix("step_")) > start or not start:
-                shutil.rmtree(folder)
+        resume.remove_unused(resume_root, start)
         check_disk(stage, p, model, len(range(save_every * (start // save_every + 1), total, save_every)))
 
     def checkpoint(step: int, save: bool) -> None:
         tokens = step * p.tokens_per_step
-        bpb = _eval_bpb(model, tokenizer, stage, p, device)
+        bpb = _eval_bpb(model, tokenizer, stage, p, where)
         for lang, value in bpb.items():
             curve_rows.append({"stage": stage.name, "step": step, "tokens": tokens,
                                "flops_total": 6 * counts["total"] * tokens,
@@ -407,9 +250,9 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
                 if stage.save_checkpoints and p.keep_checkpoints != 0:
                     _save(model, tokenizer, stage.out_dir / "checkpoints" / f"step_{step:06d}", step,
                           parameters if distributed.sharded(model) else None)
-                    _prune(stage.out_dir / "checkpoints", p.keep_checkpoints)
-                _save_resume(resume_root, step, key, parameters, opt_state, sched, scaler, log_rows, curve_rows)
-                _prune(resume_root, p.keep_resume_states)
+                    resume.prune(stage.out_dir / "checkpoints", p.keep_checkpoints)
+                resume.save(resume_root, step, key, parameters, opt_state, sched, scaler, log_rows, curve_rows)
+                resume.prune(resume_root, p.keep_resume_states)
             distributed.barrier()
 
     if start == 0:
@@ -425,7 +268,7 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
             first = (step * p.grad_accum + first_of_rank + micro) * p.micro_batch_size
             ids = _batch(data, first, p.micro_batch_size, p.seq_len, n_blocks).to(device)
             with distributed.sync_grads(train_model, last=micro == accum - 1):
-                with autocast(p, device):
+                with where.autocast():
                     loss = train_model(input_ids=ids, labels=ids).loss / accum
                 (loss if scaler is None else scaler.scale(loss)).backward()
             loss_sum += loss.item()
@@ -436,7 +279,7 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
         # fp16 overflows are expected now and then: the scaler skips that update and lowers its scale
         if not math.isfinite(loss_sum) or (not math.isfinite(grad_norm) and scaler is None):
             what = f"loss is {loss_sum}" if not math.isfinite(loss_sum) else f"gradient norm is {grad_norm}"
-            kept = _step_folders(resume_root)
+            kept = resume.step_folders(resume_root)
             raise NonFiniteLossError(
                 f"stage {stage.name}: {what} at step {step + 1}; training stopped before the update, "
                 + (f"the last good checkpoint ({kept[-1].name}) is kept" if kept else "no checkpoint was saved yet")
@@ -480,7 +323,7 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
         _save(model, tokenizer, stage.out_dir / "final", total, final)
         _write_csv(stage.out_dir / "train_log.csv", log_rows)
         _write_csv(stage.out_dir / "curve.csv", curve_rows)
-        artifacts.atomic_write_json(stage.out_dir / "summary.json", summary)
+        atomic.write_json(stage.out_dir / "summary.json", summary)
     distributed.barrier()  # the next stage (on every rank) may load what rank 0 just wrote
     log(f"[{stage.name}] {total} steps, {tokens:,} tokens in {elapsed:.1f}s "
         f"({summary['tokens_per_second']:,} tok/s), final loss {summary['final_loss']:.3f}")

@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 
 from ._base import MergeMethod, Tensor
+from ...errors import MergeError
 
 
 def linear(tensors: Sequence[Tensor], base: None, weights: Tensor, normalize: bool = True) -> Tensor:
@@ -20,7 +21,7 @@ def linear(tensors: Sequence[Tensor], base: None, weights: Tensor, normalize: bo
     if normalize:
         total = float(weights.sum())
         if abs(total) < 1e-8:
-            raise ValueError("linear merge with normalize=True needs weights that do not sum to 0")
+            raise MergeError("linear merge with normalize=True needs weights that do not sum to 0")
         merged.div_(total)
     return merged
 

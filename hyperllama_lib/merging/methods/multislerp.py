@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 
 from ._base import MergeMethod, Tensor
+from ...errors import MergeError
 
 
 def multislerp(tensors: Sequence[Tensor], base: Tensor | None, weights: Tensor,
@@ -35,7 +36,7 @@ def multislerp(tensors: Sequence[Tensor], base: Tensor | None, weights: Tensor,
     mean_norm = mean.norm()
     if mean_norm < eps:
         if len(tensors) != 2:
-            raise ValueError("multislerp: the weighted mean of the unit task vectors is zero "
+            raise MergeError("multislerp: the weighted mean of the unit task vectors is zero "
                              "(antipodal inputs with balancing weights); use other weights")
         merged = x[0] * w[0] + x[1] * w[1]
         return merged if base is None else merged + base
