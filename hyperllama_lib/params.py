@@ -259,6 +259,10 @@ def validate(p: Params, need_data: bool = True) -> Params:
     _choice("tokenizer", p.tokenizer, ("bpe", "llama3"))
     _choice("code_source", p.code_source, ("stdlib", "python-edu"))
     _choice("device", p.device, ("auto", "cpu", "cuda"))
+    if p.device == "cuda":
+        from .device import resolve  # torch, imported only when a GPU is asked for
+
+        resolve("cuda")  # ParamError on a machine without one, before any step starts
     _choice("precision", p.precision, ("auto", "fp32", "bf16", "fp16"))
     _choice("distributed", p.distributed, ("ddp", "fsdp"))
     p.compile = str(p.compile).lower()  # YAML and --set give booleans

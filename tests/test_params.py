@@ -175,3 +175,13 @@ def test_training_mode_choices_are_one_line_errors(overrides, needle):
 def test_compile_accepts_booleans_from_yaml_and_set():
     assert load_params("smoke", {"compile": True}, need_data=False).compile == "true"
     assert load_params("smoke", {"compile": "False"}, need_data=False).compile == "false"
+
+
+def test_a_gpu_that_is_not_here_stops_before_any_step(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ParamError, match="0 CUDA device"):
+        load_params("smoke", {"device": "cuda"}, need_data=False)
+    assert load_params("smoke", {"device": "cpu"}, need_data=False).device == "cpu"
