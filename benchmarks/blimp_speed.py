@@ -98,12 +98,12 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import hyperllama_lib  # noqa: F401  (registers the hyperllama model type)
-    from hyperllama_lib.evaluation import scoring as ev
     from hyperllama_lib.evaluation import pair_sources
+    from hyperllama_lib.evaluation import scoring as ev
 
     try:
-        import lm_eval
         import _lm_eval_peer as peer
+        import lm_eval
         peer.make_hflm  # noqa: B018
         from lm_eval.models.huggingface import HFLM  # noqa: F401
     except ImportError as err:
@@ -118,8 +118,8 @@ def main() -> None:
 
     pairs = pair_sources.load_blimp_local(data, max_pairs_per_paradigm=args.max_pairs_per_paradigm)
     if args.paper_shape:
-        from hyperllama_lib.models import modeling
         from hyperllama_lib.corpus import tokenizer as tok_lib
+        from hyperllama_lib.models import modeling
 
         new_tokenizer = tok_lib.llama3_tokenizer
         tok = new_tokenizer()
@@ -246,9 +246,9 @@ def arithmetic(model, tokenizer, pairs, batch_size, peer_batch_size, device, sha
     as `score_pairs` batches them. lm-eval: every request's [BOS] + sentence minus its last token,
     sorted longest first and right-padded to its batch's longest, through layers and head alike.
     """
+    from hyperllama_lib.evaluation import prefix_tree
     from hyperllama_lib.evaluation import scoring as ev
     from hyperllama_lib.models import modeling
-    from hyperllama_lib.evaluation import prefix_tree
 
     sentences = list(dict.fromkeys(list(pairs["good"]) + list(pairs["bad"])))
     encoded = ev._encode(tokenizer, sentences)

@@ -11,8 +11,8 @@ import time
 import pandas as pd
 import torch
 
-from hyperllama_lib.pipeline import analysis, cpt, data, evaluate, merge, upscale
 from hyperllama_lib import params
+from hyperllama_lib.pipeline import analysis, cpt, data, evaluate, merge, upscale
 
 
 def main() -> None:

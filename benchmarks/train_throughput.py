@@ -12,7 +12,7 @@ accumulation, gradient clipping at 1.0, labels = inputs):
   micro batch = global batch): AdamW from `training.make_optimizer` (fused on CUDA), `training.autocast`
   (bf16 autocast with fp32 weights on GPU, fp32 on CPU), SDPA attention (`attn_implementation="sdpa"`)
   and torch.compile: compile=true through Params (training.train wraps the model in torch.compile,
-  default mode); with an older training.py that has no `compile` key, this script calls `model.compile()`
+  default mode); with an older training loop that has no `compile` key, this script calls `model.compile()`
   before handing the model over, and says so. `training.train` is called twice on the same model: a
   warm-up call of `--warmup-steps` steps (compilation happens here), then a timed call of `--steps` steps
   whose own `tokens_per_second` is the number reported (its clock covers the step loop only; setup, the
@@ -36,7 +36,7 @@ MFU convention (printed with the numbers):
 - model FLOPs per token = 6 x N + 12 x layers x (heads x head_dim) x seq_len, N = all parameters with the
   tied embedding counted once (it is also the output head's matmul). The second term is the attention
   score and value matmuls (forward + backward, no causal discount), as in PaLM's MFU. Also printed: 6 x N
-  alone (the convention of training.py's FLOP counts) and 6 x non-embedding N.
+  alone (the convention of the training loop's FLOP counts) and 6 x non-embedding N.
 - MFU = tokens/s x FLOPs per token / peak FLOP/s. Peak: a documented dense constant per GPU (H100 SXM and
   H200 bf16: 989.4 TFLOP/s; H100 PCIe: 756; A100: 312), `--peak-tflops` to override; on CPU, fp32 matmul
   FLOP/s measured in the same run with the same threads ("measured matmul peak").
@@ -269,8 +269,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from hyperllama_lib.models import modeling
     from hyperllama_lib import params, training
+    from hyperllama_lib.models import modeling
 
     if args.threads:
         torch.set_num_threads(args.threads)

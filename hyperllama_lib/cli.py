@@ -203,8 +203,8 @@ def _batch_size(value: str) -> int | str:
 
 def _load_scorer(model_dir: str, device):
     """Model and tokenizer of a model folder, checked to fit each other."""
-    from .models import modeling
     from .corpus import tokenizer
+    from .models import modeling
 
     model = modeling.load_model(model_dir, device=device)
     try:

@@ -4,9 +4,9 @@ import math
 
 import pandas as pd
 import pytest
+from conftest import REPO
 from matplotlib.testing.compare import compare_images
 
-from conftest import REPO
 from hyperllama_lib.pipeline import analysis, report
 
 LANGS = ["est", "fao", "isl"]

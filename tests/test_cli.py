@@ -5,12 +5,11 @@ import sys
 
 import pytest
 import torch
+from conftest import run_cli
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 import hyperllama_lib  # noqa: F401  (registers hyperllama)
-from conftest import run_cli
 from hyperllama_lib.models import modeling
-
 
 cli = run_cli
 

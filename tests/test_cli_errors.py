@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
+from test_resume import toy_tokenizer  # word-level, 64 ids, BOS 1, EOS 2
 from tqdm.auto import tqdm
 
-from conftest import run_cli
 from hyperllama_lib import artifacts, cli, errors
 from hyperllama_lib.corpus import packing
 from hyperllama_lib.models import modeling
 from hyperllama_lib.params import load_params
 from hyperllama_lib.pipeline import layout, runner, upscale
 from hyperllama_lib.training import loop
-from test_resume import toy_tokenizer  # word-level, 64 ids, BOS 1, EOS 2
 
 VOCAB = 64
 QUIET = dict(log=lambda message: None)

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import shared_data
+
 from hyperllama_lib import corpus
 from hyperllama_lib.corpus import Document
 from hyperllama_lib.errors import DataError

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 
 from hyperllama_lib import corpus
-from hyperllama_lib.pipeline import data, layout
 from hyperllama_lib.corpus import packing
 from hyperllama_lib.params import load_params
+from hyperllama_lib.pipeline import data, layout
 
 
 def _fake_hub(data_dir, calls):

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from hyperllama_lib import corpus
-from hyperllama_lib.pipeline import data, layout
 from hyperllama_lib.corpus import Document, hub, packing
 from hyperllama_lib.corpus import tokenizer as tok_lib
 from hyperllama_lib.params import load_params
+from hyperllama_lib.pipeline import data, layout
 
 LANGS = ["fao", "isl"]
 SUBSETS = {"fao_Latn": "fao", "isl_Latn": "isl", "fineweb-edu-dedup": "eng"}

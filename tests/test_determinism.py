@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 from safetensors.torch import load_file
+from test_resume import tiny_model, tiny_params, tiny_stage, toy_tokenizer
 
 from hyperllama_lib import merging, training
-from test_resume import tiny_model, tiny_params, tiny_stage, toy_tokenizer
 
 
 def test_same_training_twice_gives_identical_weights_and_rows(tmp_path):

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from hyperllama_lib.training import distributed
-from hyperllama_lib.models import modeling
-from hyperllama_lib.corpus import packing
 from hyperllama_lib import training
+from hyperllama_lib.corpus import packing
+from hyperllama_lib.models import modeling
 from hyperllama_lib.params import ParamError, load_params
+from hyperllama_lib.training import distributed
 
 pytestmark = pytest.mark.slow
 STEPS, MICRO, GLOBAL, SEQ = 4, 2, 8, 64  # 4 micro-batches a step: 2 on each of 2 ranks
@@ -28,7 +28,8 @@ KINDS = ("ddp", "fsdp")
 
 
 def toy_tokenizer():
-    from tokenizers import Tokenizer, models as tm
+    from tokenizers import Tokenizer
+    from tokenizers import models as tm
     from transformers import PreTrainedTokenizerFast
     vocab = {f"t{i}": i for i in range(64)}
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel(vocab, unk_token="t0")),

@@ -1,9 +1,8 @@
 """environment.yml (conda) and pyproject.toml must list the same dependencies."""
 import re
+
 import tomllib
-
 import yaml
-
 from conftest import REPO
 
 

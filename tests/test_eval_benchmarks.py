@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 import pytest
+from test_score_pairs import save_tiny_model
 from transformers import PreTrainedTokenizerFast
 
 from hyperllama_lib import evaluation
@@ -12,7 +13,6 @@ from hyperllama_lib.evaluation import benchmarks
 from hyperllama_lib.models import modeling
 from hyperllama_lib.params import load_params
 from hyperllama_lib.pipeline import evaluate, layout
-from test_score_pairs import save_tiny_model
 
 TOY_PAIRS = pd.DataFrame({"good": ["Hunden skäller.", "The cat sat on the mat."],
                           "bad": ["Hundarna skäller.", "The cats sits on the mat."],

@@ -16,8 +16,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from hyperllama_lib.evaluation import scoring as ev
 from hyperllama_lib.evaluation import pair_sources
+from hyperllama_lib.evaluation import scoring as ev
 
 SENTENCES = [
     "The cat sat on the mat.",

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from hyperllama_lib.models.cloning import hyperclone
 from hyperllama_lib.evaluation.fast_llama import LlamaScorer, unsupported_reason
+from hyperllama_lib.models.cloning import hyperclone
 
 VOCAB = 97
 

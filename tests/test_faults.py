@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_resume import tiny_model, tiny_params, tiny_stage, toy_tokenizer
 
 from hyperllama_lib import artifacts, corpus, training
 from hyperllama_lib.artifacts import atomic, checkpoints
-from hyperllama_lib.models import modeling
 from hyperllama_lib.corpus import packing
 from hyperllama_lib.corpus import tokenizer as tok_lib
 from hyperllama_lib.errors import DataError
+from hyperllama_lib.models import modeling
 from hyperllama_lib.models.modeling import ModelFolderError
 from hyperllama_lib.params import ParamError, load_params
-from test_resume import tiny_model, tiny_params, tiny_stage, toy_tokenizer
 
 QUIET = dict(log=lambda m: None)
 

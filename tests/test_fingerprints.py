@@ -6,13 +6,12 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import run_cli
 from test_released import hub, save_release, small_1x, small_2x, smoke  # noqa: F401  (hub: a fixture)
-from hyperllama_lib import artifacts
+
+from hyperllama_lib import artifacts, fingerprints
 from hyperllama_lib.models import released
 from hyperllama_lib.params import FIELDS, load_params
-from hyperllama_lib import fingerprints
 from hyperllama_lib.pipeline import cpt, layout, merge, upscale
 from hyperllama_lib.training import resume
 

@@ -7,8 +7,8 @@ import torch
 from safetensors import safe_open
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from hyperllama_lib.merging import fisher_information
 from hyperllama_lib.corpus.packing import PackedTokens, write_tokens
+from hyperllama_lib.merging import fisher_information
 
 VOCAB = 50
 

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from hyperllama_lib import artifacts
-from hyperllama_lib.pipeline import runner
 from hyperllama_lib.params import ParamError, load_params
+from hyperllama_lib.pipeline import runner
 
 ALL = ["est", "fao", "isl", "fas", "swe"]
 

@@ -16,13 +16,12 @@ import torch
 pytest.importorskip("lm_eval")
 pytest.importorskip("lm_eval.models.huggingface")  # needs lm-eval's [hf] extra (accelerate)
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig,  # noqa: E402
-                          LlamaForCausalLM, PreTrainedTokenizerFast)
-
 from conftest import shared_data  # noqa: E402
-from hyperllama_lib.evaluation import scoring as ev
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+
 from hyperllama_lib.evaluation import pair_sources  # noqa: E402
+from hyperllama_lib.evaluation import scoring as ev
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -1,8 +1,8 @@
 """04_merge's grid: language subsets, paths and step names (hyperllama_lib.pipeline.merge)."""
 from __future__ import annotations
 
-from hyperllama_lib.pipeline import layout
 from hyperllama_lib.params import load_params
+from hyperllama_lib.pipeline import layout
 
 
 def test_subsets_full_and_all(tmp_path):

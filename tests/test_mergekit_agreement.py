@@ -21,10 +21,10 @@ import json
 import pytest
 import torch
 import yaml
+from test_merging import load_tensors, make_tokenizer
 
 from hyperllama_lib.merging import engine as mg
 from hyperllama_lib.models import modeling
-from test_merging import load_tensors, make_tokenizer
 
 try:
     from mergekit.config import MergeConfiguration

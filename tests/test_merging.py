@@ -17,9 +17,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from hyperllama_lib import cli
-from hyperllama_lib.models import cloning, modeling
 from hyperllama_lib.merging import engine as mg
 from hyperllama_lib.merging.methods import MergeMethod
+from hyperllama_lib.models import cloning, modeling
 
 T = torch.tensor
 
@@ -56,7 +56,7 @@ def test_parameters_are_checked():
     a, b = T([1.0, 2.0]), T([3.0, 4.0])
     with pytest.raises(ValueError, match="unknown merge parameter 'densty'; ties takes: density, normalize"):
         mg.merge_tensors("ties", [a, b], a, densty=0.3)
-    # A parameter of another method is ignored, so one call can serve all methods (merge_grid).
+    # A parameter of another method is ignored, so one call can serve all methods (pipeline/merge.py).
     assert_close(mg.merge_tensors("linear", [a, b], density=0.3, seed=1), [2.0, 3.0])
     with pytest.raises(ValueError, match="normalize of linear must be a bool, got 'yes'"):
         mg.merge_tensors("linear", [a, b], normalize="yes")

@@ -12,10 +12,10 @@ import nbformat
 import pandas as pd
 import papermill as pm
 import pytest
-
 from conftest import REPO, run_cli
-from hyperllama_lib.pipeline import runner
+
 from hyperllama_lib.params import load_params
+from hyperllama_lib.pipeline import runner
 
 NOTEBOOKS = ["01_data", "02_upscale", "03_cpt", "04_merge", "05_eval", "06_analysis"]
 pytestmark = pytest.mark.slow

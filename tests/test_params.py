@@ -145,6 +145,7 @@ def test_paper_params_pin_each_number_of_the_facts():
 
 def test_small_t4_is_the_small_scale_in_fp16_and_builds_its_models(data_dir):
     import torch
+
     from hyperllama_lib.models import cloning, modeling
     from hyperllama_lib.pipeline import upscale
     small, t4 = load_params("small"), load_params("small_t4")

@@ -14,9 +14,9 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 import hyperllama_lib  # noqa: F401  (registers hyperllama)
 from hyperllama_lib import artifacts
 from hyperllama_lib.models import cloning, released
-from hyperllama_lib.pipeline import cpt, evaluate, layout, merge, upscale
 from hyperllama_lib.models.modeling import HyperLlamaForCausalLM, count_parameters, new_model, smollm2_config
 from hyperllama_lib.params import ParamError, load_params
+from hyperllama_lib.pipeline import cpt, evaluate, layout, merge, upscale
 
 TINY = dict(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, intermediate_size=48)
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -16,16 +16,17 @@ import torch
 import tqdm.auto
 import tqdm.std
 
-from hyperllama_lib.models import modeling
-from hyperllama_lib.corpus import packing
 from hyperllama_lib import training
+from hyperllama_lib.corpus import packing
+from hyperllama_lib.models import modeling
 from hyperllama_lib.params import load_params
 
 STEPS, EVERY = 40, 4  # a resume state every 4 steps
 
 
 def toy_tokenizer():
-    from tokenizers import Tokenizer, models as tm
+    from tokenizers import Tokenizer
+    from tokenizers import models as tm
     from transformers import PreTrainedTokenizerFast
     vocab = {f"t{i}": i for i in range(64)}
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel(vocab, unk_token="t0")),

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from conftest import run_cli
-from hyperllama_lib.evaluation import scoring as ev
 from hyperllama_lib import cli
-from hyperllama_lib.models import modeling
 from hyperllama_lib.evaluation import pair_sources
+from hyperllama_lib.evaluation import scoring as ev
+from hyperllama_lib.models import modeling
 
 MULTIBLIMP_HEADER = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "grammatical_feature",
                      "ungrammatical_feature", "child", "distance", "prefix", "metadata"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import shared_data
+
 from hyperllama_lib import corpus
 from hyperllama_lib.corpus import tokenizer as T
 

@@ -2,15 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from hyperllama_lib.models import modeling
-from hyperllama_lib.corpus import packing
 from hyperllama_lib import training
+from hyperllama_lib.corpus import packing
+from hyperllama_lib.models import modeling
 from hyperllama_lib.params import load_params
 
 
 def toy_tokenizer():
     """Word-level tokenizer over t0..t63 (t1 = BOS), enough for the held-out bpb during training."""
-    from tokenizers import Tokenizer, models as tm
+    from tokenizers import Tokenizer
+    from tokenizers import models as tm
     from transformers import PreTrainedTokenizerFast
     vocab = {f"t{i}": i for i in range(64)}
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel(vocab, unk_token="t0")),
@@ -110,6 +111,7 @@ def test_fp16_loss_scaling_tracks_fp32_and_logs_skipped_updates(tmp_path, monkey
 
 def test_compiled_training_saves_plain_parameter_names(tmp_path, monkeypatch):
     import functools
+
     from safetensors import safe_open
     compiled = []
     # the eager backend keeps the test fast on CPU (inductor would build C++ for minutes); the wrapper

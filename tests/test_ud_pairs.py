@@ -308,8 +308,8 @@ def test_real_treebanks_give_pairs_from_heldout_files_only(real_pairs):
 
 def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, unimorph, monkeypatch):
     from hyperllama_lib.evaluation import benchmarks
-    from hyperllama_lib.pipeline import data, layout
     from hyperllama_lib.params import load_params
+    from hyperllama_lib.pipeline import data, layout
 
     def multiblimp_sources(p):
         loaded = benchmarks.load_multiblimp(benchmarks.Context(layout.of(p).data, p, log=lambda m: None))
@@ -335,8 +335,8 @@ def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, u
 
 
 def test_no_treebank_gives_an_empty_counts_table(tmp_path):
-    from hyperllama_lib.pipeline import data, layout
     from hyperllama_lib.params import load_params
+    from hyperllama_lib.pipeline import data, layout
 
     p = load_params("smoke", {"run_dir": str(tmp_path / "run"), "data_dir": str(tmp_path)}, need_data=False)
     written = data.build_multiblimp(p, layout.of(p).data, log=lambda m: None)

@@ -2,10 +2,10 @@
 
 The notebooks are generated: an edit made in JupyterLab is overwritten by the next run of this script, and
 tests/test_notebooks.py fails while the committed notebooks differ from what it writes."""
-import tomllib
 from pathlib import Path
 
 import nbformat as nbf
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "notebooks"

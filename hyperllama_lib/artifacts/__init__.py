@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from . import atomic  # noqa: F401
 from .manifest import (  # noqa: F401
-    JOB_STEPS_ENV, Manifest, Step, VERIFY_ENV, code_version, file_sha256, fingerprint, note_step, step_fingerprint, tree_hashes, verify_tree,
+    JOB_STEPS_ENV,
+    VERIFY_ENV,
+    Manifest,
+    Step,
+    code_version,
+    file_sha256,
+    fingerprint,
+    note_step,
+    step_fingerprint,
+    tree_hashes,
+    verify_tree,
 )
 
 # The names before atomic.py; pipeline/ still uses them.

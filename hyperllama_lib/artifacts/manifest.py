@@ -211,7 +211,7 @@ class Step:
             distributed.barrier()  # under torchrun the other processes go on once rank 0 has recorded the step
 
 
-# The grid runner (grid.py) sets this to a file per job: every step a job runs or finds done is noted
+# The grid runner (pipeline/runner.py) sets this to a file per job: every step a job runs or finds done is noted
 # there, so a later run can tell whether the job's results are still in place.
 JOB_STEPS_ENV = "HYPERLLAMA_JOB_STEPS"
 

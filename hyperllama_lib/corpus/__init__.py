@@ -8,7 +8,13 @@ from .cleaning import HashDedup, contamination_index, decontaminate, dedup, is_c
 from .code import chunk_code, code_documents
 from .hub import SHUFFLE_BUFFER, buffer_shuffle, fetch_software_heritage, hub_source, stream_documents
 from .local import (
-    blimp_rows, blimp_sentences, evaluation_keys, pair_file_sentences, read_local_corpus, read_texts, udhr_lines,
+    blimp_rows,
+    blimp_sentences,
+    evaluation_keys,
+    pair_file_sentences,
+    read_local_corpus,
+    read_texts,
+    udhr_lines,
 )
 from .splits import StreamingHeldout, split_fraction, split_heldout, stable_unit
 from .text import Document, dedup_key, normalize_text, split_sentences

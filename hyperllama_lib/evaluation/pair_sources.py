@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+
 from ..errors import PairsFormatError, ParamError  # noqa: F401  (defined in errors.py)
 
 BLIMP_HUB_ID = "nyu-mll/blimp"

@@ -45,9 +45,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..device import Placement, resolve as resolve_placement
-from . import fast_llama, prefix_tree
+from ..device import Placement
+from ..device import resolve as resolve_placement
 from ..errors import ModelFolderError, ParamError
+from . import fast_llama, prefix_tree
 
 BREAKDOWN_COLUMNS = ("paradigm", "field", "phenomenon", "lang")
 # summary key -> per-pair column that decides it

@@ -45,12 +45,19 @@ from tqdm.auto import tqdm
 
 from ..artifacts import atomic
 from ..artifacts.checkpoints import (  # noqa: F401  (tensor_files, tensor_shapes: re-exported)
-    TOKENIZER_FILES, SafetensorsReader, file_tensors, read_config, read_shapes, tensor_files, tensor_shapes,
-    tokenizer_hash, write_safetensors,
+    TOKENIZER_FILES,
+    SafetensorsReader,
+    file_tensors,
+    read_config,
+    read_shapes,
+    tensor_files,
+    tensor_shapes,
+    tokenizer_hash,
+    write_safetensors,
 )
-from .methods import METHODS, MergeMethod
-from ..merging.methods._base import magnitude_prune, random_prune  # noqa: F401  (re-exported)
 from ..errors import MergeError, ModelFolderError  # noqa: F401  (defined in errors.py)
+from ..merging.methods._base import magnitude_prune, random_prune  # noqa: F401  (re-exported)
+from .methods import METHODS, MergeMethod
 
 Tensor = torch.Tensor
 
@@ -76,7 +83,7 @@ def resolve_params(method: str | MergeMethod, params: dict[str, Any]) -> dict[st
     """The method's parameters: its defaults updated with `params`, type- and range-checked.
 
     Parameters that only other methods take are ignored (one call can serve every method, as in
-    merge_grid); a name no method takes is an error.
+    pipeline/merge.py); a name no method takes is an error.
     """
     m = get_method(method) if isinstance(method, str) else method
     known = {k for other in METHODS.values() for k in other.parameters} | set(m.parameters)

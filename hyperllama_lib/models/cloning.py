@@ -15,8 +15,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ..artifacts import atomic
-from ..errors import ParamError
 from ..artifacts.checkpoints import TOKENIZER_FILES, check_model_folder
+from ..errors import ParamError
 from .modeling import (
     HyperLlamaConfig,
     count_parameters,

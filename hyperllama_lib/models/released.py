@@ -20,9 +20,9 @@ from transformers import AutoConfig
 
 from .. import languages
 from ..artifacts import atomic, checkpoints
-from . import modeling
-from ..params import Params
 from ..errors import ModelFolderError, ReleasedModelError  # noqa: F401  (defined in errors.py)
+from ..params import Params
+from . import modeling
 
 ENGLISH_REPOS = {"1x": "liu-nlp/HyperLlama-180M-english-1x", "2x": "liu-nlp/HyperLlama-572M-english-2x"}
 SIZES = {"1x": "180M", "1x_cloned": "572M", "2x": "572M"}

@@ -23,8 +23,8 @@ import seaborn as sns  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from .. import artifacts, languages
-from . import cpt, evaluate, layout, report  # noqa: E402
 from ..params import MissingInputError, Params  # noqa: E402
+from . import cpt, evaluate, layout, report  # noqa: E402
 
 SETUP_ORDER = ["1x", "1x_cloned", "2x"]
 PALETTE = dict(zip(SETUP_ORDER, sns.color_palette("colorblind", 3)))

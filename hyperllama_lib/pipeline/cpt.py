@@ -8,12 +8,11 @@ import dataclasses
 
 import pandas as pd
 
-from .. import artifacts, languages, training
-from .. import fingerprints
-from . import data, fetch, layout
-from ..models import modeling
+from .. import artifacts, fingerprints, languages, training
 from ..corpus import tokenizer as tok_lib
+from ..models import modeling
 from ..params import MissingInputError, Params
+from . import data, fetch, layout
 
 
 def eval_texts(p: Params, lang: str) -> dict[str, list[str]]:

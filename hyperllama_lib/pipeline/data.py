@@ -34,14 +34,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import artifacts, corpus, languages
-from ..corpus import packing, unimax
-from ..corpus import read_texts  # noqa: F401  (data.read_texts: cpt and upscale read held-out text with it)
-from ..evaluation import pair_sources, ud_pairs
+from .. import artifacts, corpus, fingerprints, languages
+from ..corpus import (
+    packing,
+    read_texts,  # noqa: F401  (data.read_texts: cpt and upscale read held-out text with it)
+    unimax,
+)
 from ..corpus import tokenizer as tok_lib
-from .. import fingerprints
-from . import layout
+from ..evaluation import pair_sources, ud_pairs
 from ..params import MissingInputError, Params
+from . import layout
 
 
 def data_hash(p: Params) -> str:

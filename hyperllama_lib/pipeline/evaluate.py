@@ -25,14 +25,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .. import artifacts, evaluation, languages
-from ..device import resolve as resolve_placement
-from .. import fingerprints
-from . import layout
-from ..models import modeling
-from ..evaluation import benchmarks
+from .. import artifacts, evaluation, fingerprints, languages
 from ..corpus import tokenizer as tok_lib
+from ..device import resolve as resolve_placement
+from ..evaluation import benchmarks
+from ..models import modeling
 from ..params import MissingInputError, Params
+from . import layout
 
 # source: where MultiBLiMP pairs came from ("released": files or the Hub; "built": 01_data, from UD); else empty
 RESULT_COLUMNS = ["model", "kind", "setup", "trained_on", "step", "tokens", "flops_total",

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import artifacts
+from .. import artifacts, fingerprints
 from ..models import released
 from ..params import Params
-from .. import fingerprints
 
 
 def step(p: Params, step: str, setup: str, lang: str, dst: Path, vocab_size: int | None,

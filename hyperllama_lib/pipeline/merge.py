@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import artifacts, merging
-from .. import fingerprints
-from . import layout
+from .. import artifacts, fingerprints, merging
 from ..merging import fisher_information
 from ..params import MissingInputError, Params
+from . import layout
 
 
 def _inputs(p: Params, setup: str) -> dict[str, tuple[Path, str]]:

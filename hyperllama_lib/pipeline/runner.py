@@ -29,9 +29,9 @@ from pathlib import Path
 import yaml
 
 from .. import artifacts, languages
-from . import layout
 from ..errors import RunBusyError
 from ..params import REPO_ROOT, ParamError, Params, load_params
+from . import layout
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 

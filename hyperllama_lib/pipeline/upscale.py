@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from .. import artifacts, languages, training
-from ..models import cloning, modeling
-from .. import fingerprints
-from . import data, fetch, layout
-from ..training import distributed
+
+from .. import artifacts, fingerprints, languages, training
 from ..corpus import tokenizer as tok_lib
+from ..models import cloning, modeling
 from ..params import Params
+from ..training import distributed
+from . import data, fetch, layout
 
 
 def model_config(p: Params, vocab_size: int, bos: int, eos: int):

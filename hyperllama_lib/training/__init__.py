@@ -2,6 +2,16 @@
 from __future__ import annotations
 
 from .loop import (  # noqa: F401
-    DiskSpaceError, NonFiniteLossError, Stage, TooLittleDataError, TrainingError, autocast, lr_factor, make_optimizer, placement, resolve_device, train,
+    DiskSpaceError,
+    NonFiniteLossError,
+    Stage,
+    TooLittleDataError,
+    TrainingError,
+    autocast,
+    lr_factor,
+    make_optimizer,
+    placement,
+    resolve_device,
+    train,
 )
 from .resume import RESUME_DIR, remove_resume_states  # noqa: F401

@@ -171,8 +171,7 @@ def load_full_state(model, opt, parameters: dict, opt_state: dict) -> None:
                 q.copy_(parameters[name])
         opt.load_state_dict(opt_state)
         return
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                         set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
     options = StateDictOptions(full_state_dict=True, strict=False)  # tied lm_head is not a parameter name
     set_model_state_dict(model, parameters, options=options)
     names = _opt_names(model, opt)

@@ -27,14 +27,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import evaluation
-from ..device import Placement, resolve as resolve_placement
 from ..artifacts import atomic
+from ..corpus.packing import PackedTokens
+from ..device import Placement
+from ..device import resolve as resolve_placement
+from ..errors import DiskSpaceError, NonFiniteLossError, TooLittleDataError, TrainingError  # noqa: F401  (defined in errors.py)
+from ..models import modeling
+from ..params import ParamError, Params
 from . import distributed, resume
 from .resume import RESUME_DIR
-from ..models import modeling
-from ..corpus.packing import PackedTokens
-from ..params import ParamError, Params
-from ..errors import DiskSpaceError, NonFiniteLossError, TooLittleDataError, TrainingError  # noqa: F401  (defined in errors.py)
 
 FP16_INIT_SCALE = 2.0 ** 16  # GradScaler's first loss scale (halved on every overflow)
 

@@ -5,8 +5,8 @@ from typing import Sequence
 
 import torch
 
-from ._base import MergeMethod, Tensor
 from ...errors import MergeError
+from ._base import MergeMethod, Tensor
 
 
 def linear(tensors: Sequence[Tensor], base: None, weights: Tensor, normalize: bool = True) -> Tensor:

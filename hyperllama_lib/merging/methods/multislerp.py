@@ -10,8 +10,8 @@ from typing import Sequence
 
 import torch
 
-from ._base import MergeMethod, Tensor
 from ...errors import MergeError
+from ._base import MergeMethod, Tensor
 
 
 def multislerp(tensors: Sequence[Tensor], base: Tensor | None, weights: Tensor,
