@@ -9,7 +9,7 @@ Run by hand:
 Sides (each one optimiser step = one micro batch of `--micro-batch` x `--seq-len` tokens, no gradient
 accumulation, gradient clipping at 1.0, labels = inputs):
 - ours: `hyperllama_lib.training.train` itself on a packed token file (Params from params/<scale>.yaml,
-  micro batch = global batch): AdamW from `training.make_optimizer` (fused on CUDA), `training.autocast`
+  micro batch = global batch): AdamW from `training.make_optimizer` (fused on CUDA), `device.resolve(...).autocast()`
   (bf16 autocast with fp32 weights on GPU, fp32 on CPU), SDPA attention (`attn_implementation="sdpa"`)
   and torch.compile: compile=true through Params (training.train wraps the model in torch.compile,
   default mode); with an older training loop that has no `compile` key, this script calls `model.compile()`
@@ -269,7 +269,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from hyperllama_lib import params, training
+    from hyperllama_lib import device as placement
+    from hyperllama_lib import params
     from hyperllama_lib.models import modeling
 
     if args.threads:
@@ -290,10 +291,10 @@ def main() -> None:
     if compile_via_params:
         overrides["compile"] = "false" if args.no_compile else "true"
     p = params.load_params(scale, overrides, need_data=False)
-    device = training.resolve_device(p)
-    bf16 = p.precision == "bf16" or (p.precision == "auto" and device.type == "cuda")
-    fp16 = p.precision == "fp16"
-    precision = "bf16 autocast" if bf16 else "fp16 autocast, loss-scaled" if fp16 else "fp32"
+    where = placement.resolve(p.device, p.precision)
+    device = where.device
+    bf16, fp16 = where.precision == "bf16", where.precision == "fp16"
+    precision = {"bf16": "bf16 autocast", "fp16": "fp16 autocast, loss-scaled", "fp32": "fp32"}[where.precision]
     config = model_config(args.shape, p)
     counts = modeling.count_parameters(config)
     attn_dim = config.num_attention_heads * config.head_dim

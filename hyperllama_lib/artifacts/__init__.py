@@ -16,9 +16,3 @@ from .manifest import (  # noqa: F401
     tree_hashes,
     verify_tree,
 )
-
-# The names before atomic.py; pipeline/ still uses them.
-atomic_write_text = atomic.write_text
-atomic_write_json = atomic.write_json
-atomic_file = atomic.replace_file
-atomic_dir = atomic.replace_dir

@@ -123,16 +123,16 @@ def _prepare(p: Params, dp: layout.DataPaths, log) -> list[Path]:
     for lang in [languages.ENGLISH, *p.langs]:
         _write_text(dp.heldout(lang), src.heldout[lang])
         if has_local_eval_data(p):
-            artifacts.atomic_write_text(dp.udhr(lang), "".join(
+            artifacts.atomic.write_text(dp.udhr(lang), "".join(
                 line + "\n" for line in corpus.udhr_lines(p.data_path, lang)))
-    artifacts.atomic_write_json(dp.plan, {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
+    artifacts.atomic.write_json(dp.plan, {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id,
                                           "eos_token_id": tok.eos_token_id, **plan})
-    artifacts.atomic_write_text(dp.stats, pd.DataFrame(rows).to_csv(index=False))
+    artifacts.atomic.write_text(dp.stats, pd.DataFrame(rows).to_csv(index=False))
     return pair_outputs
 
 
 def _write_text(path: Path, docs) -> None:
-    artifacts.atomic_write_text(path, "".join(d.text + "\n" for d in docs))
+    artifacts.atomic.write_text(path, "".join(d.text + "\n" for d in docs))
 
 
 def load_plan(p: Params) -> dict:
@@ -170,8 +170,8 @@ def build_multiblimp(p: Params, dp: layout.DataPaths, log=print) -> list[Path]:
         log(f"  {lang}: {len(built.pairs)} MultiBLiMP pairs from {built.sentences} held-out UD sentences")
     columns = ["lang", "treebank_files", "sentences", *ud_pairs.PHENOMENA, "total", "before_balancing"]
     table = pd.DataFrame(rows, columns=columns)  # written even when empty, so 01_data can always show it
-    artifacts.atomic_write_text(dp.multiblimp_counts, table.to_csv(index=False))
-    artifacts.atomic_write_text(dp.multiblimp_counts.with_suffix(".md"), table.to_markdown(index=False) + "\n")
+    artifacts.atomic.write_text(dp.multiblimp_counts, table.to_csv(index=False))
+    artifacts.atomic.write_text(dp.multiblimp_counts.with_suffix(".md"), table.to_markdown(index=False) + "\n")
     return written + [dp.multiblimp_counts, dp.multiblimp_counts.with_suffix(".md")]
 
 

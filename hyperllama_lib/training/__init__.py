@@ -7,11 +7,9 @@ from .loop import (  # noqa: F401
     Stage,
     TooLittleDataError,
     TrainingError,
-    autocast,
     lr_factor,
     make_optimizer,
     placement,
-    resolve_device,
     train,
 )
 from .resume import RESUME_DIR, remove_resume_states  # noqa: F401

@@ -45,15 +45,6 @@ def placement(p: Params) -> Placement:
     return resolve_placement(p.device, p.precision, p.compile)
 
 
-# The functions below are the names pipeline/ still uses.
-def resolve_device(p: Params) -> torch.device:
-    return placement(p).device
-
-
-def autocast(p: Params, device: torch.device):
-    return resolve_placement(device, p.precision).autocast()
-
-
 def grad_scaler(where: Placement, model):
     """Loss scaling for fp16 (None otherwise); sharded gradients need the scaler that agrees across ranks."""
     if not where.needs_grad_scaler:
