@@ -67,7 +67,7 @@ def _worker(tmp: Path) -> None:
             weights = hashlib.sha256(b"".join(q.detach().numpy().tobytes() for q in model.parameters()))
             (tmp / f"ddp-rank{distributed.rank()}.sha256").write_text(weights.hexdigest())
         if distributed.is_main():
-            shutil.copytree(tmp / kind / training.RESUME_DIR, tmp / f"{kind}-resumed" / training.RESUME_DIR)
+            shutil.copytree(training.StageFolder(tmp / kind).resume, training.StageFolder(tmp / f"{kind}-resumed").resume)
         distributed.barrier()
         training.train(tiny_model(), toy_tokenizer(), tiny_stage(tmp, tmp / f"{kind}-resumed"), p,
                        log=lines.append)

@@ -65,7 +65,7 @@ def _child(tmp: str, out: str, log_file: str) -> None:
 
 
 def _newest_state(out: Path) -> int:
-    states = sorted((out / training.RESUME_DIR).glob("step_*"))
+    states = sorted(training.StageFolder(out).resume.glob("step_*"))
     return int(states[-1].name.removeprefix("step_")) if states else 0
 
 

@@ -18,7 +18,6 @@ changed.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from ..device import resolve as resolve_placement
 from ..evaluation import benchmarks
 from ..models import modeling
 from ..params import MissingInputError, Params
+from ..training.stage_folder import step_folders, step_of
 from . import layout
 
 # source: where MultiBLiMP pairs came from ("released": files or the Hub; "built": 01_data, from UD); else empty
@@ -63,8 +63,8 @@ def _checkpoints(p: Params, entry: ModelEntry, info: dict) -> list[ModelEntry]:
     """The intermediate checkpoints of a CPT run, with their own step, tokens and FLOPs."""
     out = []
     folder = layout.of(p).cpt_checkpoints(entry.setup, entry.trained_on)
-    for ckpt in sorted(folder.glob("step_*")) if folder.is_dir() else []:
-        step = int(re.sub(r"\D", "", ckpt.name))
+    for ckpt in step_folders(folder):
+        step = step_of(ckpt)
         frac = step / info["steps"]
         trained = list(p.langs) if entry.trained_on == languages.MULTILINGUAL else [entry.trained_on]
         out.append(ModelEntry(entry.model, entry.kind, entry.setup, entry.trained_on, ckpt, entry.producer,

@@ -11,7 +11,7 @@
         fisher/<setup>/<lang>.safetensors   04_merge: each CPT model's diagonal Fisher
         results/models/<model>.csv      05_eval: one model's rows; results/results.csv all of them
         notebooks/, grid/               the grid runner: executed notebooks (+ .html, .log), job records
-Inside a training stage's folder the training loop owns the names (final/, checkpoints/, resume/).
+Inside a training stage's folder the names are training/stage_folder.py's (final/, checkpoints/, resume/).
 
 Manifest step names: `data`, `english/<name>`, `cpt/<setup>/<lang>`, `fisher/<setup>/<lang>`,
 `merge/<setup>/<method>[/<a+b>]` and `eval/<model>[@<step>]`. `require` turns a missing one into the
@@ -26,6 +26,7 @@ from pathlib import Path
 from .. import artifacts
 from ..errors import MissingInputError
 from ..params import Params
+from ..training.stage_folder import StageFolder
 
 ENGLISH_MODELS = ("seed", "seed_x2", "base_1x", "base_2x", "base_1x_cloned")
 BASE_FOR_SETUP = {"1x": "base_1x", "1x_cloned": "base_1x_cloned", "2x": "base_2x"}
@@ -109,7 +110,7 @@ class RunLayout:
         return self.root / "models" / "english" / name
 
     def english_model(self, name: str) -> Path:
-        return self.english_dir(name) / "final"
+        return StageFolder(self.english_dir(name)).final
 
     def base_model(self, setup: str) -> Path:
         """The English base a setup adapts (and its task vectors are taken against)."""
@@ -120,13 +121,13 @@ class RunLayout:
         return self.root / "models" / "cpt" / setup / lang
 
     def cpt_model(self, setup: str, lang: str) -> Path:
-        return self.cpt_dir(setup, lang) / "final"
+        return StageFolder(self.cpt_dir(setup, lang)).final
 
     def cpt_checkpoints(self, setup: str, lang: str) -> Path:
-        return self.cpt_dir(setup, lang) / "checkpoints"
+        return StageFolder(self.cpt_dir(setup, lang)).checkpoints
 
     def cpt_curve(self, setup: str, lang: str) -> Path:
-        return self.cpt_dir(setup, lang) / "curve.csv"
+        return StageFolder(self.cpt_dir(setup, lang)).curve
 
     # -- 04_merge --------------------------------------------------------------------------------
     def is_full(self, langs: tuple[str, ...] | None) -> bool:

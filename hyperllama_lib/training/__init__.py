@@ -12,4 +12,5 @@ from .loop import (  # noqa: F401
     placement,
     train,
 )
-from .resume import RESUME_DIR, remove_resume_states  # noqa: F401
+from .resume import remove_resume_states  # noqa: F401
+from .stage_folder import StageFolder  # noqa: F401

@@ -35,7 +35,7 @@ from ..errors import DiskSpaceError, NonFiniteLossError, TooLittleDataError, Tra
 from ..models import modeling
 from ..params import ParamError, Params
 from . import distributed, resume
-from .resume import RESUME_DIR
+from .stage_folder import StageFolder
 
 FP16_INIT_SCALE = 2.0 ** 16  # GradScaler's first loss scale (halved on every overflow)
 
@@ -83,7 +83,7 @@ class Stage:
     """One training stage: a model continues on one packed stream for `steps` optimiser steps."""
     name: str
     tokens: Path  # packed token file (.bin)
-    out_dir: Path  # gets final/, checkpoints/step_N/, train_log.csv, curve.csv
+    out_dir: Path  # its StageFolder: final/, checkpoints/step_N/, train_log.csv, curve.csv, summary.json
     steps: int | None = None  # None: one pass over the stream
     eval_texts: dict[str, list[str]] = field(default_factory=dict)  # lang -> held-out texts for bpb
     save_checkpoints: bool = True
@@ -212,7 +212,8 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
     counts = modeling.count_parameters(model)
     save_every = max(1, round(p.checkpoint_every_tokens / p.tokens_per_step))
     eval_every = max(1, round((p.train_eval_every_tokens or p.checkpoint_every_tokens) / p.tokens_per_step))
-    resume_root = stage.out_dir / RESUME_DIR
+    folder = StageFolder(stage.out_dir)
+    resume_root = folder.resume
     if main:
         resume.remove_leftovers(stage.out_dir)
     log_rows, curve_rows, start = [], [], 0
@@ -240,9 +241,9 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
             opt_state = distributed.full_optimizer_state(model, opt)
             if main:
                 if stage.save_checkpoints and p.keep_checkpoints != 0:
-                    _save(model, tokenizer, stage.out_dir / "checkpoints" / f"step_{step:06d}", step,
+                    _save(model, tokenizer, folder.checkpoint(step), step,
                           parameters if distributed.sharded(model) else None)
-                    resume.prune(stage.out_dir / "checkpoints", p.keep_checkpoints)
+                    resume.prune(folder.checkpoints, p.keep_checkpoints)
                 resume.save(resume_root, step, key, parameters, opt_state, sched, scaler, log_rows, curve_rows)
                 resume.prune(resume_root, p.keep_resume_states)
             distributed.barrier()
@@ -312,10 +313,10 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
     if scaler is not None:
         summary["skipped_steps"] = skipped
     if main:
-        _save(model, tokenizer, stage.out_dir / "final", total, final)
-        _write_csv(stage.out_dir / "train_log.csv", log_rows)
-        _write_csv(stage.out_dir / "curve.csv", curve_rows)
-        atomic.write_json(stage.out_dir / "summary.json", summary)
+        _save(model, tokenizer, folder.final, total, final)
+        _write_csv(folder.train_log, log_rows)
+        _write_csv(folder.curve, curve_rows)
+        atomic.write_json(folder.summary, summary)
     distributed.barrier()  # the next stage (on every rank) may load what rank 0 just wrote
     log(f"[{stage.name}] {total} steps, {tokens:,} tokens in {elapsed:.1f}s "
         f"({summary['tokens_per_second']:,} tok/s), final loss {summary['final_loss']:.3f}")

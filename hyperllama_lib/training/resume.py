@@ -31,12 +31,12 @@ from ..artifacts import atomic
 from ..errors import DiskSpaceError, TrainingError
 from ..params import Params
 from . import distributed
+from .stage_folder import StageFolder, step_folders, step_name, step_of
 
 if TYPE_CHECKING:
     from ..corpus.packing import PackedTokens
     from .loop import Stage
 
-RESUME_DIR = "resume"
 RESUME_FORMAT = 1
 # Parameters that change what a stage computes (the table: fingerprints.py).
 RESUME_KEYS = fingerprints.keys("resume")
@@ -66,7 +66,7 @@ def resume_key(model, stage: Stage, p: Params, total: int, data: PackedTokens) -
 
 def save(root: Path, step: int, key: str, parameters: dict, opt_state: dict, sched, scaler,
          log_rows, curve_rows) -> None:
-    dst = root / f"step_{step:06d}"
+    dst = root / step_name(step)
     with disk_full_is_clear(dst, step), atomic.replace_dir(dst) as tmp:
         save_file(parameters, tmp / "model.safetensors")
         tensors = {f"optim.{i}.{k}": v.detach().cpu().contiguous()
@@ -149,12 +149,8 @@ def find(resume_root: Path, key: str, stage: str, log) -> dict | None:
 def remove_unused(resume_root: Path, start: int) -> None:
     """Delete the states of other runs, or newer than step `start` that the run resumes from."""
     for folder in step_folders(resume_root):
-        if int(folder.name.removeprefix("step_")) > start or not start:
+        if step_of(folder) > start or not start:
             shutil.rmtree(folder)
-
-
-def step_folders(folder: Path) -> list[Path]:
-    return sorted(folder.glob("step_*")) if folder.is_dir() else []
 
 
 def prune(folder: Path, keep: int | None) -> None:
@@ -166,7 +162,8 @@ def prune(folder: Path, keep: int | None) -> None:
 
 def remove_leftovers(out_dir: Path) -> None:
     """Temporaries of atomic writes that a killed run left behind (hidden *.tmp and *.old-* names)."""
-    for folder in (out_dir, out_dir / "checkpoints", out_dir / RESUME_DIR):
+    stage = StageFolder(Path(out_dir))
+    for folder in (stage.root, stage.checkpoints, stage.resume):
         for f in folder.glob(".*") if folder.is_dir() else []:
             if f.name.endswith(".tmp") or ".old-" in f.name:
                 shutil.rmtree(f) if f.is_dir() else f.unlink()
@@ -175,4 +172,4 @@ def remove_leftovers(out_dir: Path) -> None:
 def remove_resume_states(out_dir: Path) -> None:
     """Delete a stage's resume states; call once its finished step is recorded."""
     if distributed.is_main():
-        shutil.rmtree(Path(out_dir) / RESUME_DIR, ignore_errors=True)
+        shutil.rmtree(StageFolder(Path(out_dir)).resume, ignore_errors=True)
