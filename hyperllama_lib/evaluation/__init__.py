@@ -1,4 +1,5 @@
-"""Evaluation: minimal-pair scoring, bits per byte, the fast scorer, pair sources and UD-built pairs."""
+"""Evaluation: the table of benchmarks (benchmarks), minimal-pair and bits-per-byte scoring (scoring), the fast
+scorer and its prefix trees, pair sources and MultiBLiMP-style pairs built from UD (ud_pairs)."""
 from __future__ import annotations
 
 from .scoring import (  # noqa: F401
