@@ -122,3 +122,19 @@ def test_fetched_models_are_checked_again_when_01_data_changes(tmp_path, hub):  
     data_step(p, vocab_size=128256)  # 01_data rerun with another tokenizer
     with pytest.raises(released.ReleasedModelError, match="97 ids, but 01_data's tokenizer has 128256"):
         upscale.run(p, log=quiet)
+
+
+def test_hub_runs_hash_the_local_evaluation_sets_they_read(tmp_path):
+    """A Hub run still reads blimp/, udhr/, ud/ and unimorph/ of a local data folder (decontamination, pairs
+    built from UD): a change there redoes 01_data; its text/ is not read, so it is not hashed."""
+    from hyperllama_lib.pipeline import data
+
+    for sub in ("text", "blimp"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "a.txt").write_text("one\n")
+    p = load_params("smoke", {"data_source": "hub", "data_dir": str(tmp_path)}, need_data=False)
+    before = data.data_hash(p)
+    (tmp_path / "text" / "a.txt").write_text("two\n")
+    assert data.data_hash(p) == before
+    (tmp_path / "blimp" / "a.txt").write_text("two\n")
+    assert data.data_hash(p) != before

@@ -45,13 +45,17 @@ from ..evaluation import pair_sources, ud_pairs
 from ..params import MissingInputError, Params
 from . import layout
 
+EVAL_FOLDERS = ("udhr", "blimp", "ud", "unimorph")  # of the data folder: evaluation sets and UD sources
+
 
 def data_hash(p: Params) -> str:
-    """Content hash of the local data the run reads (or the Hub sources named, for hub runs)."""
-    if p.data_source == "hub":
-        return artifacts.fingerprint("hub", [languages.LANGUAGES[c].fineweb2_subset for c in p.langs])
+    """Content hash of the local data the run reads. Hub runs name their Hub sources instead of text/,
+    and still read the evaluation sets of a local data folder when there is one (decontamination, the
+    UDHR, the pairs built from UD)."""
     h = hashlib.sha256()
-    for sub in ("text", "udhr", "blimp", "ud", "unimorph"):
+    if p.data_source == "hub":
+        h.update(artifacts.fingerprint("hub", [languages.LANGUAGES[c].fineweb2_subset for c in p.langs]).encode())
+    for sub in EVAL_FOLDERS if p.data_source == "hub" else ("text", *EVAL_FOLDERS):
         for f in sorted((p.data_path / sub).rglob("*")):
             if f.is_file():
                 h.update(str(f.relative_to(p.data_path)).encode())
