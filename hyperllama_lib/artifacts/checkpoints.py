@@ -104,10 +104,7 @@ def check_model_folder(path: str | Path, require_tokenizer: bool = False) -> dic
         raise ModelFolderError(f"{path}: no *.safetensors weights (.bin pickles are never loaded)")
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ModelFolderError(f"{index}: unreadable shard index ({e})") from None
+        shards = set(_weight_map(index).values())
         missing = sorted(s for s in shards if not (path / s).is_file())
         if missing:
             raise ModelFolderError(f"{path}: missing weight shard(s) {', '.join(missing)}")
@@ -135,15 +132,22 @@ def tokenizer_hash(folder: Path) -> str | None:
 
 # ---------------------------------------------------------------- tensor names and shapes
 
+def _weight_map(index: Path) -> dict[str, str]:
+    """Tensor name -> shard file name, from a model.safetensors.index.json."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError("weight_map is not an object")
+        return weight_map
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelFolderError(f"{index}: unreadable shard index ({e!r})") from None
+
+
 def tensor_files(folder: Path) -> dict[str, Path]:
     """Tensor name -> safetensors file, for single-file and sharded checkpoints."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            return {name: folder / fname for name, fname in weight_map.items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ModelFolderError(f"{index}: unreadable shard index ({e!r})") from None
+        return {name: folder / fname for name, fname in _weight_map(index).items()}
     single = folder / "model.safetensors"
     if not single.is_file():
         raise ModelFolderError(f"{folder}: no model.safetensors or model.safetensors.index.json")

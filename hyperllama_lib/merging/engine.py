@@ -1,6 +1,6 @@
 """Model merging with mergekit 0.1.5 semantics, streamed tensor by tensor from safetensors.
 
-The methods are in `hyperllama_lib/merge_methods/` (one module each; `METHODS` is the registry):
+The methods are in `merging/methods/` (one module each; `METHODS` is the registry):
 linear, task_arithmetic, ties, dare_ties, dare_linear and multislerp. Each declares its base policy
 (required, optional or ignored), its parameters with defaults (the paper's: density 0.5, normalize
 true; weight 1.0 per model) and whether it needs per-model importance tensors (`needs_importance`:
@@ -56,8 +56,8 @@ from ..artifacts.checkpoints import (  # noqa: F401  (tensor_files, tensor_shape
     write_safetensors,
 )
 from ..errors import MergeError, ModelFolderError  # noqa: F401  (defined in errors.py)
-from ..merging.methods._base import magnitude_prune, random_prune  # noqa: F401  (re-exported)
 from .methods import METHODS, MergeMethod
+from .methods._base import magnitude_prune, random_prune  # noqa: F401  (re-exported)
 
 Tensor = torch.Tensor
 
