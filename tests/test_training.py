@@ -126,3 +126,16 @@ def test_compiled_training_saves_plain_parameter_names(tmp_path, monkeypatch):
     with safe_open(tmp_path / "compiled" / "final" / "model.safetensors", "pt") as f:
         names = list(f.keys())
     assert names and not [n for n in names if "_orig_mod" in n]
+
+
+@pytest.mark.parametrize("precision, expected", [("auto", "fp32"), ("fp16", "fp16"), ("bf16", "bf16")])
+def test_held_out_evaluation_runs_in_the_stages_precision(tmp_path, monkeypatch, precision, expected):
+    """Training's held-out bits per byte use the stage's precision (scoring's own "auto" would pick bf16
+    on every GPU, which a T4 training in fp16 does not have)."""
+    from hyperllama_lib import evaluation
+
+    seen, real = [], evaluation.bits_per_byte
+    monkeypatch.setattr(evaluation, "bits_per_byte",
+                        lambda *a, **kw: seen.append(kw["dtype"]) or real(*a, **kw))
+    _fp16_run(tmp_path, precision, steps=1, precision=precision)
+    assert seen and set(seen) == {expected}
