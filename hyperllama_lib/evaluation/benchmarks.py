@@ -24,7 +24,8 @@ To add a benchmark, e.g. the paper's `blimp-single-error`:
     Benchmark("blimp-single-error", "pairs", load_blimp_single_error, BLIMP_METRICS,
               langs="english", checkpoint_langs="english", data="liu-nlp/blimp-single-error"),
 
-then bump `RESULTS_SCHEMA` in pipeline/evaluate.py so that models evaluated before get its rows.
+Nothing else: the table's names and metrics enter every model's eval fingerprint (pipeline/evaluate.py),
+so models evaluated before get the new rows on the next run.
 """
 from __future__ import annotations
 
