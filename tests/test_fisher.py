@@ -65,11 +65,11 @@ def test_normalize_and_save(tmp_path):
     assert mean == pytest.approx(1.0, rel=1e-5)
     assert scaled["lm_head.weight"] is scaled["model.embed_tokens.weight"]
     names = ["model.embed_tokens.weight", "model.norm.weight"]
-    out = fisher_information.save_fisher(scaled, tmp_path / "f" / "fisher_information.safetensors", names)
+    out = fisher_information.save_fisher(scaled, tmp_path / "f" / "fisher.safetensors", names)
     with safe_open(out, framework="pt") as f:
         assert sorted(f.keys()) == names
         torch.testing.assert_close(f.get_tensor("model.norm.weight"), scaled["model.norm.weight"])
-    assert [p.name for p in out.parent.iterdir()] == ["fisher_information.safetensors"]  # no temporary left
+    assert [p.name for p in out.parent.iterdir()] == ["fisher.safetensors"]  # no temporary left
     with pytest.raises(ValueError, match="no Fisher"):
         fisher_information.save_fisher(scaled, tmp_path / "g.safetensors", ["missing.weight"])
 
