@@ -8,7 +8,7 @@ import dataclasses
 
 import pandas as pd
 
-from .. import artifacts, fingerprints, languages, training
+from .. import artifacts, corpus, fingerprints, languages, training
 from ..corpus import tokenizer as tok_lib
 from ..models import modeling
 from ..params import MissingInputError, Params
@@ -20,8 +20,8 @@ def eval_texts(p: Params, lang: str) -> dict[str, list[str]]:
     dp = layout.of(p).data
     langs = list(p.langs) if lang == languages.MULTILINGUAL else [lang]
     per_lang = p.train_eval_max_bytes // len(langs)
-    texts = {code: data.read_texts(dp.heldout(code), per_lang) for code in langs}
-    texts[languages.ENGLISH] = data.read_texts(dp.heldout(languages.ENGLISH), p.train_eval_max_bytes)
+    texts = {code: corpus.read_texts(dp.heldout(code), per_lang) for code in langs}
+    texts[languages.ENGLISH] = corpus.read_texts(dp.heldout(languages.ENGLISH), p.train_eval_max_bytes)
     return texts
 
 

@@ -35,11 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .. import artifacts, corpus, fingerprints, languages
-from ..corpus import (
-    packing,
-    read_texts,  # noqa: F401  (data.read_texts: cpt and upscale read held-out text with it)
-    unimax,
-)
+from ..corpus import packing, unimax
 from ..corpus import tokenizer as tok_lib
 from ..evaluation import pair_sources, ud_pairs
 from ..params import MissingInputError, Params

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import artifacts, fingerprints, languages, training
+from .. import artifacts, corpus, fingerprints, languages, training
 from ..corpus import tokenizer as tok_lib
 from ..models import cloning, modeling
 from ..params import Params
@@ -31,7 +31,7 @@ def model_config(p: Params, vocab_size: int, bos: int, eos: int):
 
 def _english_eval(p: Params) -> dict[str, list[str]]:
     dp = layout.of(p).data
-    return {languages.ENGLISH: data.read_texts(dp.heldout(languages.ENGLISH), p.train_eval_max_bytes)}
+    return {languages.ENGLISH: corpus.read_texts(dp.heldout(languages.ENGLISH), p.train_eval_max_bytes)}
 
 
 def _train_from(p: Params, src: Path | None, name: str, stream: str, steps: int, log) -> dict:
