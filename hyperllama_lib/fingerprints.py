@@ -86,12 +86,14 @@ STEPS_OF: dict[str, tuple[str, ...]] = {
     "merge_weight": ("merge",),
     "merge_normalize": ("merge",),
     "merge_dtype": ("merge",),
+    "merge_base": ("merge",),
     "fisher_tokens": ("fisher",),
     "fisher_floor": ("merge",),
     "fisher_normalize": ("fisher",),
     "blimp_pairs_per_paradigm": ("eval",),
     "multiblimp_dir": ("data",),  # eval: through the fingerprint of the pairs it scores
     "eval_max_bytes": ("eval",),
+    "eval_source": ("eval",),
     # Training's held-out bpb also batches by it, but scores agree across batch sizes to float rounding
     # (evaluation/scoring.py) and the weights never see it: not worth retraining every model for.
     "eval_batch_size": ("eval", "resume"),
@@ -110,6 +112,7 @@ NO_STEP: dict[str, str] = {
     "keep_resume_states": "retention of resume states, which are no outputs (deleted when a stage is done)",
     "released_repo_pattern": "resolved to the repo id and revision that each fetched step records",
     "released_repos": "resolved to the repo id and revision that each fetched step records",
+    "released_matching": "selects whether the -matching-1x checkpoints are fetched; each is a step of its own",
     "device": "the hardware; results agree across devices to float rounding (precision auto follows it)",
     "distributed": "how training is spread over processes: the same batches and steps",
     "compile": "torch.compile of the training forward: the same computation with other kernels",

@@ -20,7 +20,7 @@ from .errors import MissingInputError, ParamError  # noqa: F401  (defined in err
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO_ROOT / "params"
-SCALES = ("smoke", "tiny", "small", "paper", "small_t4")
+SCALES = ("smoke", "tiny", "small", "paper", "small_t4", "released")
 SETUPS = ("1x", "1x_cloned", "2x")
 DATA_ENV = "HYPERLLAMA_DATA"
 RUNS_ENV = "HYPERLLAMA_RUNS"
@@ -93,10 +93,11 @@ class Params:
     # released models (hyperllama_lib/models/released.py): train | hub (02_upscale fetches the English bases, 03_cpt the
     # adapted models, from the Hub instead of training them)
     models_from: str = "train"
-    # Hub ids of the adapted models; {size} 180M|572M, {setup}, {lang} ISO code, {language} name. A guess at the
-    # authors' naming: check it on the Hub
-    released_repo_pattern: str = "liu-nlp/HyperLlama-{size}-{language}-{setup}"
+    # Hub ids of the released models, as the authors publish them (../shared/paper/FACTS.md): {size} 180m|572m,
+    # {setup} 1x|1x-cloned|2x (a hyphen), {language} the English name, {lang} the ISO code
+    released_repo_pattern: str = "liu-nlp/hyperllama-{size}-{language}-{setup}"
     released_repos: dict = field(default_factory=dict)  # "<setup>/<lang>" (eng: base) -> "owner/name[@revision]"
+    released_matching: bool = True  # also fetch the 572M "-matching-1x" checkpoints where they exist
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (fp32 on CPU, bf16 autocast on GPU) | fp32 | bf16 | fp16 (loss-scaled; T4)
     distributed: str = "ddp"  # under torchrun: ddp (replicated model) | fsdp (FSDP2, sharded weights and AdamW)
@@ -108,6 +109,9 @@ class Params:
     merge_normalize: bool = True
     merge_dtype: str = "float32"
     merge_subsets: str = "full"  # full: the merge of all langs | all: every subset of >= 2 langs (26 for 5)
+    # the model task vectors are taken against: setup (the setup's own English base) | authors (the base_model
+    # of the authors' mergekit files: the trained 572M English base for 1x_cloned and 2x; pipeline/merge.py)
+    merge_base: str = "setup"
     fisher_tokens: int = 8192  # tokens of each model's training stream for its diagonal Fisher
     fisher_floor: float = 1e-6  # Fisher values below this count as this (fisher, fisher_ties)
     fisher_normalize: bool = True  # scale each model's Fisher to mean 1 over all its parameters
@@ -123,6 +127,9 @@ class Params:
     # 05_eval: which models (None: all; base | merged | a target language or "multilingual": that CPT model and
     # its checkpoints); the grid runner evaluates each group as its own job
     eval_models: str | None = None
+    # local: BLiMP from data_dir, MultiBLiMP from multiblimp_dir or built from UD | hub: also the paper's own sets
+    # (liu-nlp/blimp-single-error, liu-nlp/minimal_pair_mpararel) and the released MultiBLiMP, from the Hub
+    eval_source: str = "local"
     eval_checkpoints: bool = True  # 05_eval also scores every checkpoint saved during CPT (learning curves)
     eval_max_bytes: int = 40000
     eval_batch_size: int = 32
@@ -236,7 +243,7 @@ def _per_lang(key: str, values: dict) -> dict[str, int]:
 def _released_repos(p: Params) -> dict[str, str]:
     """Check released_repo_pattern and normalise released_repos keys to "<setup>/<ISO code>"."""
     try:
-        p.released_repo_pattern.format(size="180M", setup="1x", lang="swe", language="swedish")
+        p.released_repo_pattern.format(size="180m", setup="1x", lang="swe", language="swedish")
     except (KeyError, IndexError, ValueError, AttributeError) as e:
         raise ParamError(f"released_repo_pattern {p.released_repo_pattern!r} is not a valid pattern ({e!r}); "
                          "placeholders: {size}, {setup}, {lang}, {language}") from None
@@ -271,6 +278,8 @@ def validate(p: Params, need_data: bool = True) -> Params:
     _choice("merge_subsets", p.merge_subsets, ("full", "all"))
     _choice("eval_jobs", p.eval_jobs, ("per_model", "per_setup"))
     _choice("models_from", p.models_from, ("train", "hub"))
+    _choice("merge_base", p.merge_base, ("setup", "authors"))
+    _choice("eval_source", p.eval_source, ("local", "hub"))
     p.released_repos = _released_repos(p)
     if p.fisher_tokens < 1 or p.fisher_floor < 0:
         raise ParamError(f"fisher_tokens must be >= 1 and fisher_floor >= 0, got {p.fisher_tokens} "
