@@ -83,6 +83,31 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _size(n: int | None) -> str:
+    return "size unknown" if n is None else f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def cmd_released(args) -> int:
+    """The released repositories a run of these parameters fetches, with their sizes: nothing is downloaded."""
+    from .models import released
+
+    p, _ = _grid_params(args)
+    p.models_from = "hub"  # what a hub run of these parameters would fetch, whatever the YAML says
+    repos = released.releases(p)
+    sizes = [released.download_size(r.repo, r.revision) for r in repos]
+    width = max(len(r.spec) for r in repos)
+    for r, size in zip(repos, sizes):
+        what = f"{r.kind} {r.setup}" + ("" if r.lang == "eng" else f" {r.lang}")
+        note = " (fetched where released)" if r.optional else ""
+        print(f"{r.spec:<{width}}  {_size(size):>12}  {what}{note}")
+    known = [s for s in sizes if s is not None]
+    print(f"{len(repos)} repositories ({sum(r.optional for r in repos)} optional); "
+          f"{_size(sum(known))} in the {len(known)} whose size the Hub gave"
+          + ("" if len(known) == len(repos) else f"; {len(repos) - len(known)} unknown (Hub not reachable or no "
+             "such repo)") + ". Nothing was downloaded; 02_upscale and 03_cpt download them with progress bars.")
+    return 0
+
+
 def _step_params(args, **options):
     """Params of a single training step (upscale, cpt) from --scale, --set and the step's own options."""
     overrides = {**_overrides(args.set), **options}
@@ -303,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
         p_.add_argument("--only", action="append", metavar="GLOB",
                         help="only the steps matching this pattern (repeatable), e.g. 'cpt/2x/*', with the steps "
                         "they need")
+    rel = sub.add_parser("released", help="list the authors' released models a hub run would fetch, with sizes",
+                         description="Print every Hub repository that `models_from: hub` fetches for these "
+                         "parameters (English bases, adapted and multilingual models, -matching-1x checkpoints) "
+                         "with its download size where the Hub says it. Downloads nothing.")
+    rel.add_argument("--scale", default="released", choices=SCALES, help="parameter file params/<scale>.yaml")
+    rel.add_argument("--langs", help="comma-separated target languages (codes or names); default: all five")
+    rel.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override any parameter of the YAML (repeatable), e.g. --set merge_base=authors")
+    rel.set_defaults(func=cmd_released, run_dir=None)
     rep.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                      help="independent jobs to run at once (default 1); each gets cores/N threads")
     rep.set_defaults(func=cmd_reproduce)

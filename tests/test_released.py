@@ -4,62 +4,19 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaForCausalLM
+from released_hub import COMMIT, TINY, FakeHub, published, save_release, small_1x, small_2x, stand_ins
+from transformers import AutoModelForCausalLM
 
 import hyperllama_lib  # noqa: F401  (registers hyperllama)
 from hyperllama_lib import artifacts
-from hyperllama_lib.models import cloning, released
-from hyperllama_lib.models.modeling import HyperLlamaForCausalLM, count_parameters, new_model, smollm2_config
+from hyperllama_lib.models import released
+from hyperllama_lib.models.modeling import count_parameters, smollm2_config
 from hyperllama_lib.params import ParamError, load_params
 from hyperllama_lib.pipeline import cpt, evaluate, layout, merge, upscale
-
-TINY = dict(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, intermediate_size=48)
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-AUTO_MAP = {"AutoConfig": "configuration_hyperllama.HyperLlamaConfig",
-            "AutoModelForCausalLM": "modeling_hyperllama.HyperLlamaForCausalLM"}
-
-
-def small_1x(seed: int) -> LlamaForCausalLM:
-    return new_model(smollm2_config(**TINY), seed=seed)
-
-
-def small_2x(seed: int) -> HyperLlamaForCausalLM:
-    return cloning.hyperclone(small_1x(seed), 2)
-
-
-def save_release(model, folder: Path, auto_map: bool = False) -> Path:
-    """A repo as the authors' look: safetensors, config (the 572M ones: hyperllama, factor 2, maybe
-    auto_map to remote code), plus files that must never be used (a pickle, remote code, a card)."""
-    model.save_pretrained(folder, safe_serialization=True)
-    config = json.loads((folder / "config.json").read_text())
-    if config["model_type"] == "hyperllama":
-        config["lm_head_normalization_factor"] = 2
-        if auto_map:
-            config["auto_map"] = AUTO_MAP
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "modeling_hyperllama.py").write_text("raise SystemExit('remote code ran')\n")
-    (folder / "pytorch_model.bin").write_bytes(b"never unpickled")
-    (folder / "README.md").write_text("model card\n")
-    return folder
-
-
-class FakeHub:
-    """snapshot_download over local folders; like a cache that also holds files of earlier downloads,
-    it returns every file, so that only `released.place` decides what is used."""
-
-    def __init__(self, root: Path, repos: dict[str, Path]):
-        self.root, self.repos, self.calls = root, repos, []
-
-    def __call__(self, repo_id, revision=None, allow_patterns=None, **kwargs):
-        self.calls.append({"repo_id": repo_id, "revision": revision, "allow_patterns": allow_patterns})
-        snapshot = self.root / repo_id.replace("/", "--") / "snapshots" / COMMIT
-        shutil.copytree(self.repos[repo_id], snapshot, dirs_exist_ok=True)
-        return str(snapshot)
 
 
 @pytest.fixture
@@ -102,55 +59,94 @@ def smoke(tmp_path, **overrides):
 def fake_data_step(p, vocab_size: int = 97) -> None:
     """01_data's record as far as fetching reads it: the plan (vocabulary, CPT steps)."""
     plan = layout.of(p).data.plan
-    artifacts.atomic.write_json(plan, {"vocab_size": vocab_size, "cpt_steps": {"est": 7, "fao": 3}})
+    artifacts.atomic.write_json(plan, {"vocab_size": vocab_size, "cpt_steps": {"est": 7, "fao": 3, "multilingual": 10}})
     with artifacts.Step(p.run_path, layout.DATA_STEP, {"fake": True}) as s:
         s.outputs = [plan]
 
 
-def test_hub_mode_fills_the_pipeline_paths_and_manifest(tmp_path, hub):
+def test_hub_mode_fetches_exactly_the_published_ids_and_fills_the_pipeline(tmp_path, hub):
     p = smoke(tmp_path, released_repos={"2x/faroese": "someone/fao-2x@v1"})
     fake_data_step(p)
-    sources = {"1x": small_1x(0), "2x": small_2x(0)}
-    hub.repos = {released.ENGLISH_REPOS[s]: save_release(m, tmp_path / f"base{s}", auto_map=True)
-                 for s, m in sources.items()}
-    for i, (setup, lang) in enumerate([(s, lang) for s in ("1x", "1x_cloned", "2x") for lang in ("est", "fao")]):
-        model = small_1x(10 + i) if setup == "1x" else small_2x(10 + i)
-        repo = released.repo_for(p, setup, lang)[0]
-        hub.repos[repo] = save_release(model, tmp_path / f"{setup}-{lang}")
-    assert "liu-nlp/HyperLlama-572M-estonian-1x_cloned" in hub.repos and "someone/fao-2x" in hub.repos
+    expected = published(["est", "fao"], matching=("est",))
+    del expected["liu-nlp/hyperllama-572m-faroese-2x"]  # overridden: fetched as someone/fao-2x@v1
+    hub.repos = stand_ins(tmp_path / "hub", {**expected, "someone/fao-2x": "2x"})
 
     english = upscale.run(p)
     assert list(english.model) == ["base_1x", "base_2x", "base_1x_cloned"]
     assert english.clone_max_logit_difference.dropna().max() < 1e-4
     manifest = artifacts.Manifest(p.run_path)
-    for setup, source in sources.items():
+    for setup, repo in (("1x", "liu-nlp/hyperllama-180m-english-1x"), ("2x", "liu-nlp/hyperllama-572m-english-1x-cloned")):
         entry = manifest.entry(f"english/{layout.BASE_FOR_SETUP[setup]}")
-        assert (entry["repo_id"], entry["revision"], entry["commit"]) == (released.ENGLISH_REPOS[setup], "main", COMMIT)
+        assert (entry["repo_id"], entry["revision"], entry["commit"]) == (repo, "main", COMMIT)
         with torch.no_grad():
-            assert torch.equal(AutoModelForCausalLM.from_pretrained(str(layout.of(p).base_model(setup)))(ids()).logits,
-                               source(ids()).logits)
+            fetched = AutoModelForCausalLM.from_pretrained(str(layout.of(p).base_model(setup)))
+            source = AutoModelForCausalLM.from_pretrained(str(hub.repos[repo]))
+            assert torch.equal(fetched(ids()).logits, source(ids()).logits)
     assert manifest.entry("english/seed") is None
 
-    runs = {lang: cpt.run(p, lang) for lang in ("est", "fao")}
+    runs = {lang: cpt.run(p, lang) for lang in ("est", "fao", "multilingual")}
     assert list(runs["est"].steps) == [7, 7, 7] and list(runs["fao"].tokens) == [3 * p.tokens_per_step] * 3
     entry = manifest.entry("cpt/2x/fao")
     assert (entry["repo_id"], entry["revision"]) == ("someone/fao-2x", "v1")
     assert entry["flops_total"] == 6 * entry["params_total"] * entry["tokens"]
-    assert entry["params_total"] == count_parameters(sources["2x"])["total"]
-    assert manifest.entry("cpt/1x/fao")["params_total"] == count_parameters(sources["1x"])["total"]
-    assert hub.calls[-1] == {"repo_id": "someone/fao-2x", "revision": "v1", "allow_patterns": released.ALLOW_PATTERNS}
+    assert entry["params_total"] == count_parameters(small_2x(0))["total"]
+    assert manifest.entry("cpt/1x/fao")["params_total"] == count_parameters(small_1x(0))["total"]
+    absent = {"liu-nlp/hyperllama-572m-faroese-1x-cloned-matching-1x", "someone/fao-2x-matching-1x",
+              "liu-nlp/hyperllama-572m-multilingual-1x-cloned-matching-1x",
+              "liu-nlp/hyperllama-572m-multilingual-2x-matching-1x"}
+    assert set(hub.asked) - set(expected) == {"someone/fao-2x", *absent}  # asked, absent, skipped
+    assert set(expected) <= set(hub.asked) and len(hub.asked) == len(set(hub.asked))
+
+    # the -matching-1x checkpoints: at the step whose FLOPs match the final 1x model's
+    one_x, matching = manifest.entry("cpt/1x/est"), manifest.entry("cpt/1x_cloned/est/matching_1x")
+    assert matching["steps"] == round(7 * one_x["params_total"] / matching["params_total"]) == 2
+    assert abs(matching["flops_total"] / one_x["flops_total"] - 1) < 0.2
+    assert manifest.entry("cpt/2x/fao/matching_1x")["absent"]
 
     calls = len(hub.calls)
     upscale.run(p)
-    for lang in ("est", "fao"):
+    for lang in ("est", "fao", "multilingual"):
         cpt.run(p, lang)
-    assert len(hub.calls) == calls  # recorded steps are skipped, nothing is fetched again
+    assert len(hub.calls) == calls  # recorded steps (absent ones too) are skipped, nothing is asked again
 
     merges = merge.run(p)
     assert len(merges) == 3 and all(Path(path).is_dir() for path in merges.path)
+    assert list(merges.base) == ["base_1x", "base_1x_cloned", "base_2x"]
     listed = {(m.kind, m.setup, m.trained_on): m for m in evaluate.models(p)}
-    assert {k for k, _, _ in listed} == {"base", "cpt", "merged"} and len(listed) == 3 + 6 + 3
+    assert {k for k, _, _ in listed} == {"base", "cpt", "multilingual", "matching", "merged"}
+    assert len(listed) == 3 + 6 + 3 + 2 + 3
     assert listed[("cpt", "1x_cloned", "est")].tokens == 7 * p.tokens_per_step
+    assert listed[("matching", "2x", "est")].step == 2 and listed[("matching", "2x", "est")].final
+
+
+def test_merge_base_authors_takes_the_trained_572m_base(tmp_path, hub):
+    p = smoke(tmp_path, merge_base="authors", released_matching=False, setups=["1x_cloned", "2x"])
+    fake_data_step(p)
+    hub.repos = stand_ins(tmp_path / "hub", published(["est", "fao"], matching=()))
+    upscale.run(p)
+    for lang in p.langs:
+        cpt.run(p, lang)
+    merges = merge.run(p)
+    assert list(merges.base) == ["base_2x", "base_2x"]  # both against liu-nlp/hyperllama-572m-english-1x-cloned
+    merged = artifacts.Manifest(p.run_path).entry("merge/1x_cloned/linear")
+    assert merged["params"]["merge_base"] == "authors"
+
+
+def test_the_five_language_2x_ties_merges_of_the_authors_use_their_english_2x(tmp_path):
+    from hyperllama_lib.pipeline import merge as merge_step
+
+    five = ("est", "fao", "isl", "fas", "swe")
+    p = smoke(tmp_path, merge_base="authors", langs=list(five), merge_methods=["linear", "ties", "dare_ties"])
+    assert merge_step.base_step(p, "2x", "ties", five) == "english/authors_base_2x"
+    assert merge_step.base_step(p, "2x", "dare_ties", five) == "english/authors_base_2x"
+    assert merge_step.base_step(p, "2x", "ties", five[:4]) == "english/base_2x"
+    assert merge_step.base_step(p, "2x", "linear", five) == "english/base_2x"
+    assert merge_step.base_step(p, "1x_cloned", "ties", five) == "english/base_2x"
+    assert merge_step.base_step(p, "1x", "ties", five) == "english/base_1x"
+    assert "liu-nlp/hyperllama-572m-english-2x" in [r.repo for r in released.releases(p)]
+    setup = smoke(tmp_path, langs=list(five))
+    assert merge_step.base_step(setup, "1x_cloned", "ties", five) == "english/base_1x_cloned"
+    assert "liu-nlp/hyperllama-572m-english-2x" not in [r.repo for r in released.releases(setup)]
 
 
 def test_a_release_with_only_pickled_weights_is_refused_in_one_line(tmp_path, hub):
@@ -176,17 +172,48 @@ def test_a_release_with_another_vocabulary_names_the_tokenizer(tmp_path, hub):
     assert not (tmp_path / "placed").exists()
 
 
-def test_repo_names_default_pattern_and_overrides(tmp_path):
+def test_repo_names_are_the_published_ones(tmp_path):
+    p = smoke(tmp_path, langs=["est", "fao", "isl", "fas", "swe"])
+    facts = ["liu-nlp/hyperllama-180m-english-1x", "liu-nlp/hyperllama-180m-estonian-1x",
+             "liu-nlp/hyperllama-180m-faroese-1x", "liu-nlp/hyperllama-180m-icelandic-1x",
+             "liu-nlp/hyperllama-180m-multilingual-1x", "liu-nlp/hyperllama-180m-persian-1x",
+             "liu-nlp/hyperllama-180m-swedish-1x", "liu-nlp/hyperllama-572m-english-1x-cloned",
+             "liu-nlp/hyperllama-572m-estonian-1x-cloned", "liu-nlp/hyperllama-572m-estonian-1x-cloned-matching-1x",
+             "liu-nlp/hyperllama-572m-icelandic-2x", "liu-nlp/hyperllama-572m-persian-2x"]
+    repos = [r.repo for r in released.releases(p)]
+    assert set(facts) <= set(repos) and set(repos) == set(published(list(p.langs), matching=(*p.langs, "multilingual")))
+    assert len(repos) == 2 + 3 * 6 + 2 * 6 and all(r == r.lower() and "_" not in r for r in repos)
+    optional = {r.repo for r in released.releases(p) if r.optional}
+    assert optional == {r for r in repos if r.endswith("-matching-1x")}
+
+
+def test_repo_names_overrides(tmp_path):
     p = smoke(tmp_path, released_repos={"2x/swedish": "me/sv@abc", "1x/eng": "me/en"})
     assert p.released_repos == {"2x/swe": "me/sv@abc", "1x/eng": "me/en"}
     assert released.repo_for(p, "2x", "swe") == ("me/sv", "abc")
+    assert released.matching_repo_for(p, "2x", "swe") == ("me/sv-matching-1x", "abc")
     assert released.repo_for(p, "1x", "eng") == ("me/en", None)
-    assert released.repo_for(p, "2x", "eng") == ("liu-nlp/HyperLlama-572M-english-2x", None)
-    assert released.repo_for(p, "1x", "fas") == ("liu-nlp/HyperLlama-180M-persian-1x", None)
-    assert released.repo_for(p, "1x_cloned", "multilingual") == ("liu-nlp/HyperLlama-572M-multilingual-1x_cloned", None)
-    assert released.repo_for(smoke(tmp_path, released_repo_pattern="x/{lang}-{size}"), "2x", "isl") == ("x/isl-572M", None)
+    assert released.repo_for(p, "2x", "eng") == ("liu-nlp/hyperllama-572m-english-1x-cloned", None)
+    assert released.repo_for(p, "1x_cloned", "multilingual") == ("liu-nlp/hyperllama-572m-multilingual-1x-cloned", None)
+    assert released.repo_for(smoke(tmp_path, released_repo_pattern="x/{lang}-{size}"), "2x", "isl") == ("x/isl-572m", None)
     with pytest.raises(released.ReleasedModelError, match="cloned from the 1x base"):
         released.repo_for(p, "1x_cloned", "eng")
+
+
+def test_released_lists_the_repos_and_their_sizes_before_any_download(tmp_path, hub, monkeypatch):
+    from conftest import run_cli
+
+    sizes = {"liu-nlp/hyperllama-180m-english-1x": 361_000_000}
+    monkeypatch.setattr(released, "download_size", lambda repo, revision=None: sizes.get(repo))
+    res = run_cli("released", "--langs", "est,fao", "--set", "setups=[1x]")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:3] == ["liu-nlp/hyperllama-180m-english-1x", "0.36", "GB"]
+    assert [line.split()[0] for line in lines[1:-1]] == [
+        "liu-nlp/hyperllama-180m-estonian-1x", "liu-nlp/hyperllama-180m-faroese-1x",
+        "liu-nlp/hyperllama-180m-multilingual-1x"]
+    assert "4 repositories (0 optional); 0.36 GB in the 1 whose size the Hub gave; 3 unknown" in lines[-1]
+    assert hub.calls == []  # nothing downloaded
 
 
 @pytest.mark.parametrize("overrides, needle", [
@@ -196,6 +223,8 @@ def test_repo_names_default_pattern_and_overrides(tmp_path):
     ({"released_repos": {"2x/swe": "no-owner"}}, "'no-owner' is not a model to fetch"),
     ({"released_repos": {"1x_cloned/eng": "a/b"}}, "the 1x_cloned base is cloned, not fetched"),
     ({"released_repo_pattern": "liu-nlp/{model}"}, "is not a valid pattern"),
+    ({"merge_base": "english"}, "unknown merge_base 'english'; valid choices: setup, authors"),
+    ({"eval_source": "web"}, "unknown eval_source 'web'; valid choices: local, hub"),
 ])
 def test_released_params_are_validated_in_one_line(overrides, needle):
     with pytest.raises(ParamError) as err:

@@ -42,7 +42,7 @@ def nb(name, cells):
     book.cells = out
     return book
 
-PARAMS = ("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper', "parameters")
+PARAMS = ("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper | released', "parameters")
 
 books = {
 "01_data": [
@@ -123,9 +123,12 @@ divided by 2 on the input side, heads are copied, norms tiled, the embedding til
 divided by 2 (model type `hyperllama`, `lm_head_normalization_factor`). The clone computes exactly the same
 function as its source, which this notebook checks (`clone_max_logit_difference`).
 
-**Released models.** With `-p models_from hub` the notebook fetches the authors' English bases from the Hub
-(`liu-nlp/HyperLlama-180M-english-1x`, `liu-nlp/HyperLlama-572M-english-2x`; safetensors only) instead of
-training them, and clones the 1x_cloned base from the fetched 1x base."""),
+**Released models.** With `-p models_from hub` (the `released` scale) the notebook fetches the authors'
+English bases from the Hub instead of training them (config, safetensors and tokenizer only; no remote
+code): `liu-nlp/hyperllama-180m-english-1x` as the 1x base and `liu-nlp/hyperllama-572m-english-1x-cloned`
+as the 2x base. The authors named the 572M English model after its origin, the seed HyperCloned; their 2x
+training starts from it, so it is the trained 572M base (an inference, see `hyperllama_lib/models/released.py`).
+The 1x_cloned base is cloned here from the fetched 1x base, as in training mode."""),
 PARAMS,
 ("code", SETUP.replace("{steps}", "upscale")),
 ("code", """english = upscale.run(P)
@@ -146,9 +149,13 @@ intervals and held-out bits per byte of the target language and of English are l
 
 Run once per language: `papermill notebooks/03_cpt.ipynb out.ipynb -p lang persian` (all setups), or
 once per language and setup, as `hyperllama reproduce` does: `... -p lang persian -y "setups: [2x]"`.
-With `-p models_from hub` the authors' adapted models are fetched from the Hub instead (names:
-`released_repo_pattern`, `released_repos`), and there are no training curves."""),
-("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual (or ISO codes)\n# setups: as in the YAML (all three) unless given; the grid runner trains one per job: -y "setups: [2x]"', "parameters"),
+With `-p models_from hub` the authors' adapted models are fetched from the Hub instead
+(`liu-nlp/hyperllama-{180m|572m}-{language}-{1x|1x-cloned|2x}`; `released_repo_pattern`, `released_repos`),
+with the training steps, tokens and FLOPs of the paper's recipe, and there are no training curves. For the
+572M setups the notebook also fetches the `-matching-1x` checkpoint where the authors released one. Nothing
+public says what it matches; we read it as the checkpoint whose training FLOPs equal those of the final 1x
+model (the step `steps x params(1x) / params(572M)`), and 06_analysis uses it as the FLOP-matched point."""),
+("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper | released\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual (or ISO codes)\n# setups: as in the YAML (all three) unless given; the grid runner trains one per job: -y "setups: [2x]"', "parameters"),
 ("code", SETUP.replace("{steps}", "cpt")),
 ("code", """runs = cpt.run(P)
 runs"""),
@@ -185,7 +192,19 @@ information of each model on its own training text (exact per-window squared gra
   does. With equal Fisher everywhere it is exactly TIES.
 
 05_eval evaluates every merge beside the paper's methods; 06_analysis compares them with the jointly
-trained multilingual model."""),
+trained multilingual model.
+
+**Which base?** `merge_base: setup` (the default) takes task vectors against the model each setup adapted,
+as described above. The authors' own mergekit files do otherwise (`merge_base: authors`): every 1x_cloned
+merge, every 2x task-arithmetic merge and 25 of the 26 2x TIES and DARE-TIES merges name the trained 572M
+English base (`HyperLlama-572M-english-1x-cloned`) as `base_model`; only the five-language 2x TIES and
+DARE-TIES merges name `HyperLlama-572M-english-2x` (fetched in hub runs; a trained run has no such model and
+uses the 2x base). For 2x the two choices coincide. For 1x_cloned they differ: the 1x_cloned models never saw
+the 572M base's English training, so against it their task vectors also carry the difference between the
+clone and the trained 572M English model. The files do not say why; a single 572M base for all 572M merges
+may simply have been convenient. Linear averaging ignores the base, and normalized task arithmetic
+cancels it, so those merges are the same either way; multislerp, TIES, DARE-TIES and Fisher-TIES are not. To run one of the
+authors' files as it is: `hyperllama merge --config FILE.yml --out DIR`."""),
 PARAMS,
 ("code", SETUP.replace("{steps}", "merge")),
 ("code", """merges = merge.run(P)
@@ -225,7 +244,7 @@ on `multiblimp_pairs_per_phenomenon` pairs per language and phenomenon.
 By default every model of the run is evaluated. `eval_models` picks one group (`base`, `merged`, or a
 language / `multilingual`: that CPT model with its checkpoints) and `setups` one setup, which is how
 `hyperllama reproduce` splits evaluation into jobs that start as soon as their model exists."""),
-("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper\neval_models = None  # None: all | base | merged | a language or multilingual', "parameters"),
+("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper | released\neval_models = None  # None: all | base | merged | a language or multilingual', "parameters"),
 ("code", SETUP.replace("{steps}", "evaluate")),
 ("code", """results = evaluate.run(P)
 finals = results[results["final"] & results.metric.isin(["accuracy", "bpb"])]

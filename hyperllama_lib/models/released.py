@@ -227,6 +227,18 @@ def parameter_count(model_dir: Path) -> dict[str, int]:
     return modeling.count_parameters(AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False))
 
 
+def clone_source_parameters(model_dir: Path, factor: int = 2) -> dict[str, int]:
+    """Parameter counts of the model a x`factor` HyperClone in model_dir was made from (width / factor)."""
+    from transformers import LlamaConfig
+
+    modeling.register()
+    d = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False).to_dict()
+    for key in ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size"):
+        d[key] //= factor
+    d = {k: v for k, v in d.items() if k not in ("model_type", "lm_head_normalization_factor", "architectures")}
+    return modeling.count_parameters(LlamaConfig(**d))
+
+
 def training_record(model_dir: Path, steps: int, tokens_per_step: int) -> dict:
     """The steps, tokens and FLOPs that training would record, for the recipe the model was trained with."""
     counts = parameter_count(model_dir)

@@ -5,12 +5,13 @@ the authors' adapted models are fetched instead (fetch.py)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pandas as pd
 
 from .. import artifacts, corpus, fingerprints, languages, training
 from ..corpus import tokenizer as tok_lib
-from ..models import modeling
+from ..models import modeling, released
 from ..params import MissingInputError, Params
 from . import data, fetch, layout
 
@@ -48,6 +49,28 @@ def _train(p: Params, setup: str, lang: str, steps: int, data_fp: str, log) -> N
                          *([checkpoints] if checkpoints.is_dir() else [])]
 
 
+def _fetch(p: Params, setup: str, lang: str, steps: int, vocab_size: int, data_fp: str, log) -> None:
+    """The released adapted model, with the training record of the paper's recipe (`steps` of
+    tokens_per_step), and for a 572M setup its "-matching-1x" checkpoint where one is released."""
+    where = layout.of(p)
+    record = functools.partial(released.training_record, steps=steps, tokens_per_step=p.tokens_per_step)
+    fetch.step(p, where.cpt_step(setup, lang), *released.repo_for(p, setup, lang), where.cpt_model(setup, lang),
+               vocab_size, record, upstream=[data_fp], log=log, setup=setup, lang=lang, steps=steps)
+    if p.released_matching and setup in released.MATCHING_SETUPS:
+        fetch.step(p, where.matching_step(setup, lang), *released.matching_repo_for(p, setup, lang),
+                   where.cpt_matching(setup, lang), vocab_size, functools.partial(_matching_record, p, steps),
+                   upstream=[data_fp], optional=True, log=log, setup=setup, lang=lang, steps_1x=steps)
+
+
+def _matching_record(p: Params, steps_1x: int, model_dir) -> dict:
+    """The training record of a -matching-1x checkpoint: the step at which its run's FLOPs equal the final
+    1x run's, the 1x model being its HyperCloning source (half the width): an inference, see released.py."""
+    counts = released.parameter_count(model_dir)
+    one_x = released.clone_source_parameters(model_dir)
+    step = released.matching_steps(steps_1x, one_x["total"], counts["total"])
+    return {**released.training_record(model_dir, step, p.tokens_per_step), "matching_1x_steps": steps_1x}
+
+
 def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log=print) -> pd.DataFrame:
     lang = lang or p.lang
     if lang is None:
@@ -63,8 +86,7 @@ def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log
     p = stage_params(p, lang)
     for setup in setups or p.setups:
         if p.models_from == "hub":
-            fetch.step(p, where.cpt_step(setup, lang), setup, lang, where.cpt_model(setup, lang),
-                                plan["vocab_size"], steps=steps, upstream=[data_fp], log=log)
+            _fetch(p, setup, lang, steps, plan["vocab_size"], data_fp, log)
         else:
             _train(p, setup, lang, steps, data_fp, log)
         training.remove_resume_states(where.cpt_dir(setup, lang))

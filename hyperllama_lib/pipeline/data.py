@@ -534,7 +534,7 @@ def mix(p: Params, dp: layout.DataPaths, docs: dict[str, DocFile], counts: dict,
                                       glob("code", _sample(rng, np.arange(code.n), n_code))])
         mixtures.append(rng.permutation(np.concatenate([target, replay_docs])))
         info = write(lang, mixtures[-1])
-        if info["n_tokens"] < p.tokens_per_step:
+        if info["n_tokens"] < p.tokens_per_step and p.models_from == "train":  # hub runs train on nothing
             raise corpus.DataError(f"language {lang}: {info['n_tokens']} training tokens, less than one batch of "
                                    f"{p.tokens_per_step} (global_batch_size x seq_len); add text, raise "
                                    "char_budget or lower global_batch_size")

@@ -42,7 +42,8 @@ RESULTS_SCHEMA = 5  # bump when rows change shape, so older result files are rec
 @dataclass
 class ModelEntry:
     model: str  # run id: base_1x, cpt-2x-fas, merged-1x-ties, ...
-    kind: str  # base | cpt | multilingual | merged
+    kind: str  # base | cpt | multilingual | matching (hub runs: a released -matching-1x checkpoint) | merged
+    #          | merged_subset
     setup: str
     trained_on: str  # a language, "multilingual", a merge method, or "eng" for the bases
     path: Path
@@ -92,6 +93,12 @@ def models(p: Params, checkpoints: bool = True) -> list[ModelEntry]:
                                where.cpt_step(setup, lang), info["steps"], info["tokens"], info["flops_total"],
                                info["flops_non_embedding"], langs=all_langs)
             out += (_checkpoints(p, entry, info) if checkpoints else []) + [entry]
+            matching = manifest.entry(where.matching_step(setup, lang))
+            if matching is not None and not matching.get("absent"):
+                out.append(ModelEntry(f"matching-{setup}-{lang}", "matching", setup, lang,
+                                      where.cpt_matching(setup, lang), where.matching_step(setup, lang),
+                                      matching["steps"], matching["tokens"], matching["flops_total"],
+                                      matching["flops_non_embedding"], langs=all_langs))
         for method in p.merge_methods:
             for langs in layout.merge_subsets(p):
                 full = where.is_full(langs)
@@ -149,7 +156,7 @@ def selected(entry: ModelEntry, which: str | None) -> bool:
         return entry.kind == "base"
     if which == "merged":
         return entry.kind in ("merged", "merged_subset")
-    return entry.kind in ("cpt", "multilingual") and entry.trained_on == which
+    return entry.kind in ("cpt", "multilingual", "matching") and entry.trained_on == which
 
 
 def run(p: Params, log=print) -> pd.DataFrame:

@@ -6,7 +6,8 @@
                                         files), heldout/ and udhr/<lang>.txt, multiblimp/<lang>/data.tsv
                                         and counts.csv, stats.csv, plan.json
         models/english/<name>/          02_upscale: seed, seed_x2, base_1x, base_2x, base_1x_cloned
-        models/cpt/<setup>/<lang>/      03_cpt: final/, checkpoints/step_N/, curve.csv, train_log.csv
+        models/cpt/<setup>/<lang>/      03_cpt: final/, checkpoints/step_N/, curve.csv, train_log.csv,
+                                        matching_1x/ (hub runs: the released FLOP-matched checkpoint)
         models/merged/<setup>/<method>/ 04_merge (subsets: models/merged/<setup>/subsets/<a+b>/<method>/)
         fisher/<setup>/<lang>.safetensors   04_merge: each CPT model's diagonal Fisher
         results/models/<model>.csv      05_eval: one model's rows; results/results.csv all of them
@@ -14,7 +15,7 @@
 Inside a training stage's folder the names are training/stage_folder.py's (final/, checkpoints/, resume/).
 
 Manifest step names: `data`, `english/<name>`, `cpt/<setup>/<lang>`, `fisher/<setup>/<lang>`,
-`merge/<setup>/<method>[/<a+b>]` and `eval/<model>[@<step>]`. `require` turns a missing one into the
+`cpt/<setup>/<lang>/matching_1x`, `merge/<setup>/<method>[/<a+b>]` and `eval/<model>[@<step>]`. `require` turns a missing one into the
 notebook to run first.
 """
 from __future__ import annotations
@@ -28,7 +29,9 @@ from ..errors import MissingInputError
 from ..params import Params
 from ..training.stage_folder import StageFolder
 
-ENGLISH_MODELS = ("seed", "seed_x2", "base_1x", "base_2x", "base_1x_cloned")
+# authors_base_2x: the released base_model of the authors' five-language 2x TIES / DARE-TIES merges (hub runs)
+AUTHORS_BASE_2X = "authors_base_2x"
+ENGLISH_MODELS = ("seed", "seed_x2", "base_1x", "base_2x", "base_1x_cloned", AUTHORS_BASE_2X)
 BASE_FOR_SETUP = {"1x": "base_1x", "1x_cloned": "base_1x_cloned", "2x": "base_2x"}
 DATA_STEP = "data"
 # the notebook that writes each kind of manifest step (the first part of its name)
@@ -129,6 +132,10 @@ class RunLayout:
     def cpt_curve(self, setup: str, lang: str) -> Path:
         return StageFolder(self.cpt_dir(setup, lang)).curve
 
+    def cpt_matching(self, setup: str, lang: str) -> Path:
+        """The released "-matching-1x" checkpoint of a 572M run (models/released.py), hub runs only."""
+        return self.cpt_dir(setup, lang) / "matching_1x"
+
     # -- 04_merge --------------------------------------------------------------------------------
     def is_full(self, langs: tuple[str, ...] | None) -> bool:
         return langs is None or tuple(langs) == self.langs
@@ -175,6 +182,10 @@ class RunLayout:
     @staticmethod
     def cpt_step(setup: str, lang: str) -> str:
         return f"cpt/{setup}/{lang}"
+
+    @staticmethod
+    def matching_step(setup: str, lang: str) -> str:
+        return f"cpt/{setup}/{lang}/matching_1x"
 
     @staticmethod
     def fisher_step(setup: str, lang: str) -> str:

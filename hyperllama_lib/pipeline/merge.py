@@ -2,7 +2,8 @@
 (default) or every subset of at least two languages (`merge_subsets: all`, the paper's 26).
 
 Paper settings: weight 1.0 per model, density 0.5, normalize true; task vectors are taken against
-that setup's English base. Methods that weight parameters by importance (fisher, fisher_ties) use
+that setup's English base (`merge_base: setup`) or the base_model the authors' files name
+(`merge_base: authors`, see `base_step`). Methods that weight parameters by importance (fisher, fisher_ties) use
 each model's diagonal Fisher, estimated once per model on its own CPT stream
 (`fisher/<setup>/<lang>.safetensors`).
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import artifacts, fingerprints, merging
+from .. import artifacts, fingerprints, languages, merging
 from ..merging import fisher_information
 from ..params import MissingInputError, Params
 from . import layout
@@ -44,18 +45,40 @@ def estimate_fisher(p: Params, setup: str, lang: str, model_dir: Path, model_fp:
     return artifacts.Manifest(p.run_path).entry(where.fisher_step(setup, lang))["fingerprint"]
 
 
+def base_step(p: Params, setup: str, method: str, langs: tuple[str, ...]) -> str:
+    """The English model whose task vectors a merge takes (its manifest step).
+
+    merge_base setup: the setup's own base, the model its language models were adapted from. authors: the
+    base_model of the authors' mergekit files (FACTS.md): the trained 572M English base
+    (`hyperllama-572m-english-1x-cloned`, our base_2x) for every 1x_cloned and 2x merge, so 1x_cloned task
+    vectors also hold the English training the clone never had; except the five-language 2x TIES and
+    DARE-TIES merges, against `hyperllama-572m-english-2x` (fetched in hub runs; a trained run has no such
+    model and takes base_2x there too)."""
+    where = layout.of(p)
+    if p.merge_base == "setup" or setup == "1x":
+        return where.base_step(setup)
+    five = sorted(langs) == sorted(languages.TARGET_LANGUAGES)
+    if setup == "2x" and five and method in ("ties", "dare_ties") and p.models_from == "hub":
+        return where.english_step(layout.AUTHORS_BASE_2X)
+    return where.base_step("2x")
+
+
+def _base_model(p: Params, step: str) -> Path:
+    return layout.of(p).english_model(step.removeprefix("english/"))
+
+
 def run(p: Params, log=print) -> pd.DataFrame:
     rows, where = [], layout.of(p)
     for setup in p.setups:
         inputs = _inputs(p, setup)
-        base = where.base_model(setup)
-        base_fp = layout.require(p, where.base_step(setup))  # task vectors are taken against it
         fisher_fps: dict[str, str] = {}
         for method in p.merge_methods:
             needs_fisher = merging.get_method(method).needs_importance
             if needs_fisher and not fisher_fps:
                 fisher_fps = {lang: estimate_fisher(p, setup, lang, *inputs[lang], log=log) for lang in p.langs}
             for langs in layout.merge_subsets(p):
+                base_name = base_step(p, setup, method, langs)
+                base, base_fp = _base_model(p, base_name), layout.require(p, base_name)
                 models = [inputs[lang][0] for lang in langs]
                 fps = [base_fp] + [inputs[lang][1] for lang in langs] \
                     + ([fisher_fps[lang] for lang in langs] if needs_fisher else [])
@@ -70,5 +93,5 @@ def run(p: Params, log=print) -> pd.DataFrame:
                             fisher_floor=p.fisher_floor, dtype=p.merge_dtype, overwrite=True)
                         s.outputs = [out]
                 rows.append({"setup": setup, "method": method, "langs": layout.subset_label(langs),
-                             "models": len(models), "path": str(out)})
+                             "models": len(models), "base": base_name.removeprefix("english/"), "path": str(out)})
     return pd.DataFrame(rows)

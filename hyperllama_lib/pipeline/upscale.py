@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import artifacts, corpus, fingerprints, languages, training
 from ..corpus import tokenizer as tok_lib
-from ..models import cloning, modeling
+from ..models import cloning, modeling, released
 from ..params import Params
 from ..training import distributed
 from . import data, fetch, layout
@@ -49,6 +49,21 @@ def _train_from(p: Params, src: Path | None, name: str, stream: str, steps: int,
     return training.train(model, tok, stage, p, log=log)
 
 
+def _fetch_bases(p: Params, vocab_size: int, data_fp: str, log) -> str | None:
+    """The released English models the run's setups (and `merge_base: authors`) need; returns the 1x
+    base's fingerprint (None when it is not needed)."""
+    where, fps = layout.of(p), {}
+    for r in released.releases(p):
+        if r.kind == "english":
+            fps[r.setup] = fetch.step(p, where.base_step(r.setup), r.repo, r.revision, where.base_model(r.setup),
+                                      vocab_size, upstream=[data_fp], log=log, setup=r.setup, lang=r.lang)
+        elif r.kind == "authors_base":
+            fetch.step(p, where.english_step(layout.AUTHORS_BASE_2X), r.repo, r.revision,
+                       where.english_model(layout.AUTHORS_BASE_2X), vocab_size, upstream=[data_fp], log=log,
+                       setup=r.setup, lang=r.lang)
+    return fps.get("1x")
+
+
 def run(p: Params, log=print) -> pd.DataFrame:
     """Run 02_upscale; finished parts are skipped."""
     where = layout.of(p)
@@ -71,9 +86,9 @@ def run(p: Params, log=print) -> pd.DataFrame:
         return {"max_logit_difference": cloning.max_logit_difference(where.english_model(src), where.english_model(dst))}
 
     if p.models_from == "hub":
-        fetched = {s: fetch.step(p, where.base_step(s), s, languages.ENGLISH, where.base_model(s),
-                                          plan["vocab_size"], upstream=[data_fp], log=log) for s in ("1x", "2x")}
-        b1_fp = fetched["1x"]
+        b1_fp = _fetch_bases(p, plan["vocab_size"], data_fp, log)
+        if b1_fp is None or "1x_cloned" not in p.setups:  # the clone of the 1x base is not needed
+            return summary(p)
     else:
         seed_fp = stage("seed", [data_fp], {**p.subset(fingerprints.keys("seed")), "steps": plan["seed_steps"]},
                         lambda: _train_from(p, None, "seed", "seed", plan["seed_steps"], log))
