@@ -270,7 +270,12 @@ This notebook first **collects** the run's rows (evaluation results, training cu
 info) into `tables/` (`results_tidy.csv`, `curves.csv`, `data_stats.csv`, `run_info.csv`), then **renders**
 every figure (PNG + PDF in `figures/`), every table (CSV + Markdown + LaTeX in `tables/`) and `REPORT.md` from
 those rows alone. The committed outputs can therefore be re-rendered without the run:
-`analysis.render(analysis.load_rows("tables"), ".")` (tests/test_analysis.py checks they match)."""),
+`analysis.render(analysis.load_rows("tables"), ".")` (tests/test_analysis.py checks they match).
+
+A run whose models were fetched from the Hub (`models_from: hub`) has no training curves and no intermediate
+checkpoints: it gets every table and figure that needs neither, compares the 1x final models with the authors'
+`-matching-1x` checkpoints instead of reading the curves at equal FLOPs, and `REPORT.md` says in one sentence
+each what is left out."""),
 PARAMS,
 ("code", SETUP.replace("{steps}", "analysis")),
 ("code", """import pandas as pd
@@ -300,17 +305,23 @@ language. All setups of a language see identical data, so the final models compa
 also gives the share of the data after which an upscaled curve first reaches the 1x final bits per byte."""),
 ("code", """figure("bpb_vs_target_tokens", "multiblimp_vs_target_tokens")
 display(T["heldout_bpb_final"])
-T["data_efficiency"]"""),
+T.get("data_efficiency", Markdown("No training curves (models fetched from the Hub): no `data_efficiency`."))"""),
 ("md", """MultiBLiMP accuracy of every final model on every language's pairs (the column names say whether the
 pairs are the released MultiBLiMP 1.0 or were built from held-out UD treebanks by 01_data):"""),
 ("code", """T.get("multiblimp")"""),
+("md", """Every other pair benchmark the run scored (e.g. the paper's `blimp-single-error` and `mpararel`), one table
+each (`pairs_<benchmark>`):"""),
+("code", """for name in [n for n in T if n.startswith("pairs_")]:
+    display(Markdown(f"`{name}`"), T[name])"""),
 ("md", """## 3. Compute
 **Paper step.** The same curves against the training FLOPs of the adaptation stage, 6 x N x tokens with N = all
 parameters or non-embedding parameters (a 2x token costs about 3.2x to 4x a 1x token). The table is the paper's
 approximately FLOP-matched comparison: at the 1x final model's FLOPs, the 1x_cloned and 2x runs' tokens, bits per
-byte (training curve) and MultiBLiMP (checkpoints), interpolated linearly between the points around it."""),
+byte (training curve) and MultiBLiMP (checkpoints), interpolated linearly between the points around it.
+Without curves (models fetched from the Hub) the authors' `-matching-1x` checkpoints stand in, read as the 572M
+checkpoints at the 1x final model's training FLOPs (an inference from their name): `flop_matched_released`."""),
 ("code", """figure("bpb_vs_training_flops", "multiblimp_vs_training_flops")
-T["flop_matched"]"""),
+T.get("flop_matched", T.get("flop_matched_released"))"""),
 ("md", """## 4. English forgetting
 **Paper step / claim 2.** English BLiMP accuracy and English held-out bits per byte of every adapted model minus
 its setup's English base (BLiMP change < 0 and bits-per-byte change > 0 mean forgetting), then the same along

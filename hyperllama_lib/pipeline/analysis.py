@@ -8,6 +8,11 @@ REPORT.md, so the published outputs can be re-rendered from the committed rows a
 (1) data budgets; (2) data efficiency: target bits per byte and MultiBLiMP against target tokens;
 (3) compute: the same against training FLOPs and FLOP-matched comparisons; (4) English forgetting;
 (5) merging; (6) the paper's four claims checked against the run (report.py).
+
+A run whose models were fetched from the Hub (`models_from: hub`) has no training curves and usually no
+intermediate checkpoints: it gets every table and figure that needs neither, the FLOP-matched comparison
+from the authors' `-matching-1x` checkpoints (`flop_matched_released`) where they were evaluated, and
+REPORT.md says in one sentence each what is left out and why.
 """
 from __future__ import annotations
 
@@ -31,6 +36,11 @@ PALETTE = dict(zip(SETUP_ORDER, sns.color_palette("colorblind", 3)))
 ROW_FILES = {"results": "results_tidy.csv", "curves": "curves.csv", "data_stats": "data_stats.csv",
              "run_info": "run_info.csv"}
 CONVENTIONS = {"flops_total": "all parameters", "flops_non_embedding": "non-embedding parameters"}
+# the columns of cpt.curves(p): curves.csv keeps them when a run has no curves (models fetched from the Hub)
+CURVE_COLUMNS = ["stage", "step", "tokens", "flops_total", "flops_non_embedding", "lang", "bpb", "setup",
+                 "trained_on"]
+KIND_ORDER = ["base", "cpt", "matching", "multilingual", "merged"]
+TABULATED_PAIRS = ("blimp", "multiblimp")  # pair benchmarks with tables of their own (english_blimp, multiblimp)
 DPI = 150
 
 
@@ -52,15 +62,18 @@ def shares(data_stats: pd.DataFrame, langs: list[str]) -> dict[str, float]:
 
 def run_info(p: Params) -> pd.DataFrame:
     info = {"scale": p.scale, "langs": ",".join(p.langs), "setups": ",".join(p.setups),
-            "merge_methods": ",".join(p.merge_methods), "merge_subsets": p.merge_subsets}
+            "merge_methods": ",".join(p.merge_methods), "merge_subsets": p.merge_subsets,
+            "models_from": p.models_from}
     return pd.DataFrame({"key": list(info), "value": list(info.values())})
 
 
 def collect(p: Params, log=print) -> dict[str, pd.DataFrame]:
     """Gather the rows render() needs, write them to <publish>/tables/ and return them as read back."""
     curves = cpt.curves(p)
-    if curves.empty:
+    if curves.empty and p.models_from != "hub":
         raise MissingInputError(f"no training curves in {p.run_path}; run notebooks/03_cpt.ipynb first")
+    if curves.empty:  # fetched models were not trained here: the report leaves out what needs curves
+        curves = pd.DataFrame(columns=CURVE_COLUMNS)
     rows = {"results": evaluate.load_results(p), "curves": curves, "data_stats": data_table(p),
             "run_info": run_info(p)}
     tables = p.publish_path / "tables"
@@ -85,8 +98,10 @@ def load_rows(tables_dir: Path) -> dict[str, pd.DataFrame]:
 def info(rows: dict[str, pd.DataFrame]) -> dict[str, object]:
     kv = dict(zip(rows["run_info"].key, rows["run_info"].value))
     split = {k: [x for x in kv.get(k, "").split(",") if x] for k in ("langs", "setups", "merge_methods")}
-    present = set(rows["results"].setup)
-    return {**kv, **split, "setups": [s for s in SETUP_ORDER if s in present and s in split["setups"]]}
+    results, present = rows["results"], set(rows["results"].setup)
+    return {**kv, **split, "setups": [s for s in SETUP_ORDER if s in present and s in split["setups"]],
+            "models_from": kv.get("models_from", "train"), "has_curves": not rows["curves"].empty,
+            "has_checkpoints": bool((~results["final"].astype(bool)).any())}
 
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -205,10 +220,9 @@ def final_bpb_table(results: pd.DataFrame, langs: list[str], setups: list[str]) 
     return table
 
 
-def efficiency_table(results: pd.DataFrame, curves: pd.DataFrame, langs: list[str], setups: list[str],
+def equal_data_table(results: pd.DataFrame, langs: list[str], setups: list[str],
                      share: dict[str, float]) -> pd.DataFrame:
-    """Equal data (the final models): target bpb and MultiBLiMP per language and setup, minus 1x, and the
-    target tokens after which an upscaled setup's curve first reaches the 1x final bpb."""
+    """Equal data (the final models): target bpb and MultiBLiMP per language and setup, and each minus 1x."""
     keys = ["setup", "trained_on"]
     bpb = _finals(results, "heldout", "bpb")
     bpb = bpb[(bpb.kind == "cpt") & (bpb.lang == bpb.trained_on)][[*keys, "tokens", "value"]]
@@ -220,6 +234,16 @@ def efficiency_table(results: pd.DataFrame, curves: pd.DataFrame, langs: list[st
     ref = t[t.setup == "1x"].set_index("lang")
     t["bpb_minus_1x"] = t.bpb - t.lang.map(ref.bpb)
     t["multiblimp_minus_1x"] = t.multiblimp - t.lang.map(ref.multiblimp)
+    cols = ["lang", "setup", "target_tokens", "bpb", "bpb_minus_1x", "multiblimp", "multiblimp_minus_1x"]
+    return _sort(t[cols], {"lang": langs, "setup": setups})
+
+
+def efficiency_table(results: pd.DataFrame, curves: pd.DataFrame, langs: list[str], setups: list[str],
+                     share: dict[str, float]) -> pd.DataFrame:
+    """The equal-data table and the target tokens after which an upscaled setup's curve first reaches the
+    1x final bpb."""
+    t = equal_data_table(results, langs, setups, share)
+    ref = t[t.setup == "1x"].set_index("lang")
     tc = target_curves(curves, langs, share)
     reach = []
     for setup, lang, level in zip(t.setup, t.lang, t.lang.map(ref.bpb)):
@@ -227,9 +251,7 @@ def efficiency_table(results: pd.DataFrame, curves: pd.DataFrame, langs: list[st
         reach.append(float("nan") if setup == "1x" else first_crossing(c.target_tokens, c.bpb, level))
     t["target_tokens_to_reach_1x"] = pd.Series(reach, index=t.index).round().astype("Int64")
     t["share_of_data_to_reach_1x"] = pd.Series(reach, index=t.index) / t.target_tokens.astype(float)
-    cols = ["lang", "setup", "target_tokens", "bpb", "bpb_minus_1x", "multiblimp", "multiblimp_minus_1x",
-            "target_tokens_to_reach_1x", "share_of_data_to_reach_1x"]
-    return _sort(t[cols], {"lang": langs, "setup": setups})
+    return t
 
 
 def multiblimp_table(results: pd.DataFrame, setups: list[str]) -> pd.DataFrame:
@@ -241,7 +263,26 @@ def multiblimp_table(results: pd.DataFrame, setups: list[str]) -> pd.DataFrame:
     mb = mb.assign(language=mb.lang + " (" + mb["source"].fillna("?").astype(str) + ")")
     table = mb.pivot_table(index=["setup", "kind", "trained_on"], columns="language", values="value").reset_index()
     table.columns.name = None
-    return _sort(table, {"setup": setups, "kind": ["base", "cpt", "multilingual", "merged"]})
+    return _sort(table, {"setup": setups, "kind": KIND_ORDER})
+
+
+def pair_tables(results: pd.DataFrame, langs: list[str], setups: list[str]) -> dict[str, pd.DataFrame]:
+    """Accuracy of every final model (subset merges aside) on each pair benchmark without a table of its own
+    (e.g. blimp-single-error, mpararel): `pairs_<benchmark>`, one row per model, one column per language
+    after the benchmark's name."""
+    acc = results[results["final"] & (results.metric == "accuracy") & (results.kind != "merged_subset")
+                  & ~results.benchmark.isin(TABULATED_PAIRS)]
+    out = {}
+    for bench in dict.fromkeys(acc.benchmark):
+        table = acc[acc.benchmark == bench].pivot_table(index=["setup", "kind", "trained_on"], columns="lang",
+                                                         values="value")
+        order = [languages.ENGLISH, *langs]
+        table = table[[c for c in order if c in table] + sorted(c for c in table if c not in order)].reset_index()
+        table.columns.name = None
+        table = _sort(table, {"setup": setups, "kind": KIND_ORDER})
+        table.insert(0, "benchmark", bench)
+        out[f"pairs_{bench.replace('-', '_')}"] = table
+    return out
 
 
 # -- (3) compute ----------------------------------------------------------------------------------------
@@ -278,6 +319,47 @@ def flop_matched_table(curves: pd.DataFrame, results: pd.DataFrame, langs: list[
     t["tokens"] = t.tokens.round().astype("Int64")
     return t[["lang", "convention", "setup", "flops", "tokens", "target_tokens", "bpb", "bpb_minus_1x",
               "multiblimp", "multiblimp_minus_1x", "note"]]
+
+
+def released_flop_matched_table(results: pd.DataFrame, langs: list[str], setups: list[str]) -> pd.DataFrame:
+    """Without training curves: per language, the 1x final model beside the authors' released -matching-1x
+    checkpoints of the upscaled setups (our reading: the checkpoint at the 1x final model's training FLOPs),
+    with their steps, tokens, FLOPs and target bpb, English bpb, MultiBLiMP and BLiMP, each minus 1x; a
+    setup without such a checkpoint for a language is a row saying so. Empty when no checkpoint was evaluated."""
+    finals = results[results["final"]]
+    if not (finals.kind == "matching").any():
+        return pd.DataFrame()
+    scored = finals[((finals.kind == "cpt") & (finals.setup == "1x")) | (finals.kind == "matching")]
+    models = scored.drop_duplicates("model").set_index(["setup", "trained_on"])
+    # (benchmark, metric, evaluated on the trained language?) per column; English otherwise
+    measures = {"bpb": ("heldout", "bpb", True), "eng_bpb": ("heldout", "bpb", False),
+                "multiblimp": ("multiblimp", "accuracy", True), "blimp": ("blimp", "accuracy", False)}
+    values = {}
+    for col, (bench, metric, own) in measures.items():
+        s = scored[(scored.benchmark == bench) & (scored.metric == metric)]
+        s = s[s.lang == s.trained_on] if own else s[s.lang == languages.ENGLISH]
+        values[col] = s.drop_duplicates("model").set_index("model").value
+    rows = []
+    for lang in langs:
+        for setup in setups:
+            if (setup, lang) not in models.index:
+                rows.append({"lang": lang, "setup": setup, "checkpoint": "not released" if setup != "1x"
+                             else "no 1x final model"})
+                continue
+            m = models.loc[(setup, lang)]
+            rows.append({"lang": lang, "setup": setup, "checkpoint": "1x final model" if setup == "1x"
+                         else "-matching-1x", "step": m.step, "tokens": m.tokens, "flops_total": m.flops_total,
+                         "flops_non_embedding": m.flops_non_embedding,
+                         **{col: v.get(m.model, np.nan) for col, v in values.items()}})
+    t = pd.DataFrame(rows).reindex(columns=["lang", "setup", "checkpoint", "step", "tokens", "flops_total",
+                                            "flops_non_embedding", *measures])
+    ref = t[t.setup == "1x"].set_index("lang")
+    t.insert(6, "flops_total_vs_1x", t.flops_total.astype(float) / t.lang.map(ref.flops_total).astype(float))
+    for col in measures:
+        t.insert(t.columns.get_loc(col) + 1, f"{col}_minus_1x", t[col] - t.lang.map(ref[col]))
+    for col in ["step", "tokens", "flops_total", "flops_non_embedding"]:
+        t[col] = pd.to_numeric(t[col]).round().astype("Int64")
+    return t
 
 
 # -- (4) English forgetting ---------------------------------------------------------------------------
@@ -408,10 +490,9 @@ def merge_subsets_table(results: pd.DataFrame, langs: list[str], setups: list[st
 
 
 def pair_counts_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Pairs behind each accuracy (05_eval's n_pairs rows of the final models; the smallest count where
-    models saw different numbers)."""
-    n = results[(results.metric == "n_pairs") & results.benchmark.isin(["blimp", "multiblimp"])
-                & results["final"].astype(bool)]
+    """Pairs behind each accuracy of every pair benchmark (05_eval's n_pairs rows of the final models; the
+    smallest count where models saw different numbers)."""
+    n = results[(results.metric == "n_pairs") & results["final"].astype(bool)]
     rows = [{"benchmark": b, "lang": lang, "pairs": int(g.value.min())}
             for (b, lang), g in n.groupby(["benchmark", "lang"], sort=True)]
     return pd.DataFrame(rows, columns=["benchmark", "lang", "pairs"])
@@ -603,18 +684,20 @@ def figures(rows: dict[str, pd.DataFrame], tables: dict[str, pd.DataFrame]) -> d
     inf = info(rows)
     langs, setups = inf["langs"], inf["setups"]
     results, share = rows["results"], shares(rows["data_stats"], langs)
-    tc = target_curves(rows["curves"], langs, share)
     mb = multiblimp_points(results, langs, share)
-    out = {"data_budget": lambda: data_budget_figure(tables["data_budget"]),
-           "bpb_vs_target_tokens": lambda: bpb_figure(tc, langs, setups),
-           "bpb_vs_training_flops": lambda: flops_figure(tc, "bpb", "target bits/byte", langs, setups)}
-    if not mb.empty:
+    out = {"data_budget": lambda: data_budget_figure(tables["data_budget"])}
+    if inf["has_curves"]:
+        tc = target_curves(rows["curves"], langs, share)
+        out["bpb_vs_target_tokens"] = lambda: bpb_figure(tc, langs, setups)
+        out["bpb_vs_training_flops"] = lambda: flops_figure(tc, "bpb", "target bits/byte", langs, setups)
+    # without curves, only checkpoints make these learning curves (a base and a final point are no curve)
+    if not mb.empty and (inf["has_curves"] or (~mb["final"].astype(bool)).any()):
         out["multiblimp_vs_target_tokens"] = lambda: multiblimp_figure(mb, langs, setups)
         out["multiblimp_vs_training_flops"] = lambda: flops_figure(mb, "value", "MultiBLiMP accuracy", langs, setups)
     if "forgetting" in tables:
         out["english_forgetting"] = lambda: forgetting_figure(tables["forgetting"], langs, setups)
         out["english_blimp_before_after"] = lambda: blimp_figure(results, setups)
-    english = target_curves(rows["curves"], langs, share, english=True)
+    english = target_curves(rows["curves"], langs, share, english=True) if inf["has_curves"] else pd.DataFrame()
     if not english.empty:
         out["english_bpb_during_cpt"] = lambda: bpb_figure(english, langs, setups, english=True)
     if (~results["final"]).any():
@@ -637,12 +720,15 @@ def derive(rows: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     results, curves = rows["results"], rows["curves"]
     share = shares(rows["data_stats"], langs)
     merging = merge_table(results, langs)
+    curved = inf["has_curves"]
     tables = {
         "data_budget": data_budget_table(rows["data_stats"], langs),
         "heldout_bpb_final": final_bpb_table(results, langs, setups),
-        "data_efficiency": efficiency_table(results, curves, langs, setups, share),
+        "data_efficiency": efficiency_table(results, curves, langs, setups, share) if curved else pd.DataFrame(),
         "multiblimp": multiblimp_table(results, setups),
-        "flop_matched": flop_matched_table(curves, results, langs, setups, share),
+        **pair_tables(results, langs, setups),
+        "flop_matched": flop_matched_table(curves, results, langs, setups, share) if curved else pd.DataFrame(),
+        "flop_matched_released": released_flop_matched_table(results, langs, setups),
         "english_blimp": blimp_table(results, setups),
         "forgetting": forgetting_table(results, langs, setups),
         "merging": merging,
@@ -653,11 +739,13 @@ def derive(rows: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         "pair_counts": pair_counts_table(results),
     }
     tables = {name: t for name, t in tables.items() if not t.empty}
-    tables["findings"] = report.findings(tables, setups)
+    # without curves claim 1 still compares the final models at equal data (data_efficiency less the curves)
+    equal_data = None if curved else equal_data_table(results, langs, setups, share)
+    tables["findings"] = report.findings(tables, setups, equal_data=equal_data)
     return tables
 
 
-TABLE_FLOATFMT = {"data_budget": ".3f", "flop_matched": ".3f"}
+TABLE_FLOATFMT = {"data_budget": ".3f", "flop_matched": ".3f", "flop_matched_released": ".3f"}
 
 
 def render(rows: dict[str, pd.DataFrame], publish_dir: Path, log=print, formats=("png", "pdf")) -> dict:

@@ -4,6 +4,9 @@ Every verdict follows from the tables by the stated rules below; nothing is deci
 - Bits per byte: differences within BPB_TOL count as equal.
 - Accuracies (BLiMP, MultiBLiMP): a difference counts when it exceeds Z binomial standard errors, with
   the number of pairs 05_eval scored (its n_pairs rows).
+A run without training curves (models fetched from the Hub) judges claim 1 on the final models at equal data
+and adds the -matching-1x checkpoints as FLOP-matched evidence; REPORT.md gives one sentence for each part
+that needs curves or checkpoints and is left out (`LEFT_OUT`).
 """
 from __future__ import annotations
 
@@ -56,10 +59,25 @@ def _multiblimp_difference(rows: pd.DataFrame, pairs: dict[str, int]) -> tuple[f
     return float(rows.multiblimp_minus_1x.mean()), math.sqrt(float(var.sum())) / len(rows)
 
 
+def _released_flop_matched_evidence(tables: dict, setup: str) -> str:
+    fm = tables.get("flop_matched_released")
+    if fm is None:
+        return ""
+    rows = fm[fm.setup == setup]
+    inside = rows[rows.checkpoint == "-matching-1x"].dropna(subset=["bpb_minus_1x"])
+    if inside.empty:
+        return f"; no -matching-1x checkpoint of {setup} was evaluated"
+    ref = fm[fm.setup == "1x"].set_index("lang").tokens.astype(float)
+    share = (inside.tokens.astype(float) / inside.lang.map(ref)).mean()
+    return (f"; at the 1x final FLOPs (the released -matching-1x checkpoints, an inference from their name) "
+            f"{setup} - 1x bpb is {inside.bpb_minus_1x.mean():+.3f} with {share:.0%} of the tokens "
+            f"({len(inside)}/{len(rows)} languages released)")
+
+
 def _flop_matched_evidence(tables: dict, setup: str) -> str:
     fm = tables.get("flop_matched")
     if fm is None:
-        return ""
+        return _released_flop_matched_evidence(tables, setup)
     fm = fm[fm.convention == "non-embedding parameters"]
     ref = fm[fm.setup == "1x"].set_index("lang").tokens.astype(float)
     rows = fm[fm.setup == setup]
@@ -71,9 +89,19 @@ def _flop_matched_evidence(tables: dict, setup: str) -> str:
             f"with {share:.0%} of the tokens ({len(inside)}/{len(rows)} languages inside the run)")
 
 
-def claim_data_efficiency(tables: dict, setup: str) -> dict:
+def _reach(rows: pd.DataFrame, n: int) -> str:
+    if "share_of_data_to_reach_1x" not in rows:
+        return "how much data it needs to reach the 1x final bpb is unknown (no training curves)"
+    reach = rows.share_of_data_to_reach_1x.dropna()
+    return (f"reaches the 1x final bpb in {len(reach)}/{n} languages"
+            + (f" (after {reach.mean():.0%} of the target tokens on average)" if len(reach) else ""))
+
+
+def claim_data_efficiency(tables: dict, setup: str, equal_data: pd.DataFrame | None = None) -> dict:
+    """From the data_efficiency table, or (a run without training curves) `equal_data`: its columns less the
+    data needed to reach the 1x final bpb."""
     claim = f"{CLAIMS[1]}: {setup} vs 1x"
-    eff = tables.get("data_efficiency")
+    eff = tables.get("data_efficiency", equal_data)
     rows = pd.DataFrame() if eff is None else eff[eff.setup == setup].dropna(subset=["bpb_minus_1x"])
     if rows.empty:
         return _row(claim, "no final models of both setups", INCONCLUSIVE, f"nothing to compare {setup} with")
@@ -82,10 +110,8 @@ def claim_data_efficiency(tables: dict, setup: str) -> dict:
     bpb = "match" if 2 * ok > n else "worse" if 2 * ok < n else "split"
     mb_mean, mb_se = _multiblimp_difference(rows, _pairs(tables, "multiblimp"))
     mb = _call(mb_mean, Z * mb_se, "better", "worse", "tie")
-    reach = rows.share_of_data_to_reach_1x.dropna()
     evidence = (f"final target bpb {setup} - 1x at equal data: mean {d.mean():+.3f}, within +{BPB_TOL} or lower "
-                f"in {ok}/{n} languages; reaches the 1x final bpb in {len(reach)}/{n} languages"
-                + (f" (after {reach.mean():.0%} of the target tokens on average)" if len(reach) else "")
+                f"in {ok}/{n} languages; " + _reach(rows, n)
                 + ("" if math.isnan(mb_mean) else
                    f"; MultiBLiMP {setup} - 1x: {mb_mean:+.3f} ({Z:g} SE = {Z * mb_se:.3f})")
                 + _flop_matched_evidence(tables, setup))
@@ -179,9 +205,9 @@ def claim_methods(tables: dict) -> dict:
     return _row(CLAIMS[4], evidence, INCONCLUSIVE, "methods differ by one to two times the gap between setups")
 
 
-def findings(tables: dict, setups: list[str]) -> pd.DataFrame:
+def findings(tables: dict, setups: list[str], equal_data: pd.DataFrame | None = None) -> pd.DataFrame:
     up = [s for s in UPSCALED if s in setups] or ["2x"]
-    rows = ([claim_data_efficiency(tables, s) for s in up] + [claim_forgetting(tables, s) for s in up]
+    rows = ([claim_data_efficiency(tables, s, equal_data) for s in up] + [claim_forgetting(tables, s) for s in up]
             + [claim_merging(tables), claim_methods(tables)])
     return pd.DataFrame(rows, columns=["claim", "evidence", "verdict", "why"])
 
@@ -192,7 +218,8 @@ def model_counts(results: pd.DataFrame) -> dict:
     finals = results[results["final"]].drop_duplicates("model")
     kinds = finals.kind.value_counts()
     source = sorted(set(results[results.benchmark == "multiblimp"].source.dropna().astype(str)))
-    return {"counts": {k: int(kinds.get(k, 0)) for k in ["base", "cpt", "multilingual", "merged", "merged_subset"]},
+    return {"counts": {k: int(kinds.get(k, 0)) for k in ["base", "cpt", "multilingual", "merged", "merged_subset",
+                                                         "matching"]},
             "checkpoints": len(results[~results["final"]].drop_duplicates(["model", "step"])),
             "multiblimp_source": ", ".join(source) or "none"}
 
@@ -267,6 +294,30 @@ def _token_ratios(fm) -> dict:
         if len(other):
             out[conv] = float((other.lang.map(ref) / other.tokens.astype(float)).mean())
     return out
+
+
+def _s_pairs(t):
+    cols = [c for c in t if c not in ("benchmark", "setup", "kind", "trained_on")]
+    means = t.set_index("kind")[cols].stack().groupby(level=0, sort=False).mean()
+    return (f"Accuracy of every final model (subset merges aside) on the `{t.benchmark.iloc[0]}` pairs, one column "
+            f"per language; mean over setups and languages per kind of model: {_per_setup(means)}; chance is 0.5.")
+
+
+def _s_flop_matched_released(t):
+    got = t[t.checkpoint == "-matching-1x"]
+    missing = t[t.checkpoint == "not released"]
+    ratio = got.flops_total_vs_1x.dropna()
+    diffs = [f"{what} {_per_setup(_means(got.dropna(subset=[col]), col), '+.3f') or 'n/a'}"
+             for col, what in [("bpb_minus_1x", "target bpb"), ("eng_bpb_minus_1x", "English bpb"),
+                               ("multiblimp_minus_1x", "MultiBLiMP"), ("blimp_minus_1x", "BLiMP")]]
+    return ("This comparison rests on our reading of the authors' \"-matching-1x\" checkpoints as the 572M "
+            "checkpoints at the training FLOPs of the final 1x model (an inference from the name, FACTS.md "
+            "\"Released models\"; their FLOPs are " + (f"{_range(ratio, '.3f')}x" if len(ratio) else "n/a")
+            + " the 1x model's); minus the 1x final model: " + "; ".join(diffs)
+            + f" (lower bpb, higher accuracy are better); {len(got)} of {len(got) + len(missing)} upscaled "
+            "language-setup pairs have such a checkpoint"
+            + (" (none for " + ", ".join(f"{r.setup}/{r.lang}" for r in missing.itertuples()) + ")"
+               if len(missing) else "") + ".")
 
 
 def _s_flops_figure(fm):
@@ -370,6 +421,71 @@ def _s_findings(f):
         "binomial standard errors as equal; see hyperllama_lib/pipeline/report.py).")
 
 
+PAIR_TABLES = "pairs_"  # prefix of the tables of pair benchmarks without a table of their own
+
+# Parts that need training curves or intermediate checkpoints: when a run lacks them (its models were fetched
+# from the Hub), one sentence each says what is left out and why, where the part would have been.
+NOT_TRAINED = "the models were fetched from the Hub, not trained here"
+NO_CURVES = "the rows hold no training curves"
+WHY = {("curves", True): NOT_TRAINED, ("curves", False): NO_CURVES,
+       ("curves or checkpoints", True): NOT_TRAINED, ("curves or checkpoints", False): NO_CURVES,
+       ("checkpoints", True): "the models were fetched from the Hub and only the released ones evaluated",
+       ("checkpoints", False): "no intermediate checkpoints were evaluated"}
+CURVES_OR_CHECKPOINTS = "needs training curves or the scores of intermediate checkpoints, and this run has neither"
+LEFT_OUT = {
+    "bpb_vs_target_tokens": ("curves", "Left out: target-language bits per byte against the target tokens seen "
+                             "(`bpb_vs_target_tokens`), which draws the training curves, and this run has none "
+                             "({why})."),
+    "data_efficiency": ("curves", "Left out: table `data_efficiency`, whose data needed to reach the 1x final bits "
+                        "per byte is read off the training curves, which this run lacks ({why}); the tables "
+                        "`heldout_bpb_final` and `multiblimp`, and claim 1, compare the final models at equal data "
+                        "instead."),
+    "multiblimp_vs_target_tokens": ("curves or checkpoints", "Left out: MultiBLiMP accuracy against the target "
+                                    "tokens seen (`multiblimp_vs_target_tokens`), which " + CURVES_OR_CHECKPOINTS
+                                    + " ({why})."),
+    "bpb_vs_training_flops": ("curves", "Left out: target-language bits per byte against training FLOPs "
+                              "(`bpb_vs_training_flops`), which draws the training curves, and this run has none "
+                              "({why})."),
+    "flop_matched": ("curves", "Left out: table `flop_matched`, which reads the larger setups' bits per byte at the "
+                     "1x final FLOPs off their training curves, and this run has none ({why}); {flop_matched}."),
+    "multiblimp_vs_training_flops": ("curves or checkpoints", "Left out: MultiBLiMP accuracy against training FLOPs "
+                                     "(`multiblimp_vs_training_flops`), which " + CURVES_OR_CHECKPOINTS
+                                     + " ({why})."),
+    "english_bpb_during_cpt": ("curves", "Left out: English bits per byte during adaptation "
+                               "(`english_bpb_during_cpt`), which draws the training curves, and this run has none "
+                               "({why}); the forgetting table compares the final models with their bases."),
+    "english_blimp_during_cpt": ("checkpoints", "Left out: English BLiMP accuracy during adaptation "
+                                 "(`english_blimp_during_cpt`), which needs the scores of intermediate checkpoints, "
+                                 "and this run has none ({why})."),
+}
+FLOP_MATCHED_STAND_IN = {True: "the authors' released -matching-1x checkpoints stand in for it "
+                               "(`flop_matched_released`, below)",
+                         False: "no -matching-1x checkpoint was evaluated to stand in for it "
+                                "(none released, or `released_matching: false`)"}
+RELEASED_INTROS = {
+    "2. Data efficiency": "Target-language bits per byte and MultiBLiMP accuracy of the final models, and every "
+    "other pair benchmark the run scored; all setups of a language were trained on the same data.",
+    "3. Compute": "The 1x final model against the larger setups at about the same training FLOPs of the adaptation "
+    "stage (6 x parameters x tokens): without training curves, the authors' released -matching-1x checkpoints "
+    "stand in for the points of the larger setups' curves.",
+}
+
+
+def _lacks(need: str, info: dict) -> bool:
+    curves, checkpoints = info.get("has_curves", True), info.get("has_checkpoints", True)
+    return {"curves": not curves, "checkpoints": not checkpoints,
+            "curves or checkpoints": not curves and not checkpoints}[need]
+
+
+def left_out(name: str, info: dict, tables: dict) -> str | None:
+    """The sentence saying that `name` is left out and why, if it needs what the run lacks; else None."""
+    if name not in LEFT_OUT or not _lacks(LEFT_OUT[name][0], info):
+        return None
+    need, sentence = LEFT_OUT[name]
+    why = WHY[need, info.get("models_from") == "hub"]
+    return sentence.format(why=why, flop_matched=FLOP_MATCHED_STAND_IN["flop_matched_released" in tables])
+
+
 NO_SUBSETS = ("Merges of every language subset (26 for five languages) were not run at this scale, so the "
               "quality-against-subset-size analysis is missing; run it with `--set merge_subsets=all` "
               "(e.g. `hyperllama reproduce --scale tiny --set merge_subsets=all`).")
@@ -384,12 +500,14 @@ SECTIONS = [
       ("table", "heldout_bpb_final", "heldout_bpb_final", _s_final_bpb),
       ("table", "data_efficiency", "data_efficiency", _s_efficiency),
       ("figure", "multiblimp_vs_target_tokens", "data_efficiency", _s_mb_curve),
-      ("table", "multiblimp", "multiblimp", _s_multiblimp)]),
+      ("table", "multiblimp", "multiblimp", _s_multiblimp),
+      ("tables", PAIR_TABLES, None, _s_pairs)]),
     ("3. Compute", "The same against training FLOPs of the adaptation stage (6 x parameters x tokens, with all or "
      "with non-embedding parameters), and the 1x final model against the larger setups at the same FLOPs "
      "(linear interpolation between the curve points around it).",
      [("figure", "bpb_vs_training_flops", "flop_matched", _s_flops_figure),
       ("table", "flop_matched", "flop_matched", _s_flop_matched),
+      ("table", "flop_matched_released", "flop_matched_released", _s_flop_matched_released),
       ("figure", "multiblimp_vs_training_flops", "flop_matched",
        lambda t: _s_flop_matched(t, "multiblimp_minus_1x", "MultiBLiMP accuracy"))]),
     ("4. English forgetting", "English BLiMP accuracy and English held-out bits per byte of every adapted model "
@@ -419,6 +537,10 @@ SECTIONS = [
 ]
 
 
+HUB_LINE = ("- Models fetched from the Hub (`models_from: hub`): the authors' released checkpoints, evaluated here; "
+            "no training curves")
+
+
 def _header(info: dict) -> list[str]:
     counts = info["counts"]
     return [f"# Grow Up and Merge: reproduction report ({info.get('scale', '?')} scale)", "",
@@ -432,17 +554,34 @@ def _header(info: dict) -> list[str]:
             f"- Merge methods: {', '.join(info['merge_methods'])} (subsets: {info.get('merge_subsets', 'full')})",
             f"- Models: {counts['base']} English bases, {counts['cpt']} monolingual, {counts['multilingual']} "
             f"multilingual, {counts['merged']} full merges, {counts['merged_subset']} subset merges; "
-            f"{info['checkpoints']} intermediate checkpoints",
+            f"{info['checkpoints']} intermediate checkpoints"
+            + (f", {counts['matching']} released -matching-1x checkpoints" if counts.get("matching") else ""),
+            *([HUB_LINE] if info.get("models_from") == "hub" else []),
             f"- MultiBLiMP pairs: {info['multiblimp_source']}", ""]
+
+
+def _items(items: list, markdown: dict) -> list[tuple]:
+    """The section's items, the "tables" item expanded to every table with its name prefix."""
+    out = []
+    for kind, name, source, sentence in items:
+        if kind == "tables":
+            out += [("table", n, n, sentence) for n in markdown if n.startswith(name)]
+        else:
+            out.append((kind, name, source, sentence))
+    return out
 
 
 def write(publish_dir: Path, info: dict, tables: dict, markdown: dict, figures: list[str]) -> Path:
     lines = _header(info)
     for title, intro, items in SECTIONS:
+        if not info.get("has_curves", True):
+            intro = RELEASED_INTROS.get(title, intro)
         lines += [f"## {title}", "", intro, ""]
-        for kind, name, source, sentence in items:
+        for kind, name, source, sentence in _items(items, markdown):
             present = name in figures if kind == "figure" else name in markdown
             if not present or source not in tables:
+                missing = left_out(name, info, tables)
+                lines += [missing, ""] if missing else []
                 continue
             lines += ([f"![{name}](figures/{name}.png)"] if kind == "figure" else
                       [f"Table `{name}` (tables/{name}.csv, .md, .tex):", "", markdown[name]])
