@@ -133,6 +133,9 @@ VARIANTS = {  # the example file as it is, with another of the paper's methods, 
     "task_arithmetic": AUTHORS_DARE_TIES.replace("dare_ties", "task_arithmetic"),
     "linear": AUTHORS_WEIGHTS_ONLY.format(method="linear"),
     "multislerp": AUTHORS_WEIGHTS_ONLY.format(method="multislerp"),
+    # mergekit merges a linear configuration's base_model as one more input, weighted by the top-level weight
+    "linear with a base_model": f"base_model: {BASE}\n" + AUTHORS_WEIGHTS_ONLY.format(method="linear").replace(
+        "int8_mask: true", "weight: 0.5").replace("weight: 1.0\n- model", "weight: 3.0\n- model"),
 }
 
 
@@ -273,6 +276,11 @@ BAD = [
      "models[0].parameters.density is a list (a gradient or filtered values)"),
     ("REPLACE int8_mask: true=int8_mask: true, lambda: 0.5", "parameters.lambda: only lambda 1.0 is supported"),
     ("REPLACE , weight: 1.0}=}", "models[0] has no weight (mergekit requires one"),
+    (f"FILE base_model: {BASE}\n" + AUTHORS_WEIGHTS_ONLY.format(method="linear"),
+     "base_model of a linear merge: mergekit merges it as one more input and needs its weight"),
+    ("REPLACE base_model: liu-nlp/HyperLlama-572M-english-1x-cloned\n=", "merge_method dare_ties needs a base_model"),
+    ("REPLACE faroese=estonian", "models[1]: 'liu-nlp/HyperLlama-572M-estonian-1x-cloned' is listed twice"),
+    ("REPLACE dtype: float16=dtype: float64", "dtype 'float64' is not supported"),
     ("REPLACE liu-nlp/HyperLlama-572M-faroese-1x-cloned=./stand-ins/faroese",
      "model './stand-ins/faroese': no such folder"),
     ("REPLACE liu-nlp/HyperLlama-572M-faroese-1x-cloned=liu-nlp/HyperLlama-572M-faroese-1x-cloned+lora",
@@ -282,7 +290,9 @@ BAD = [
 
 @pytest.mark.parametrize("change, message", BAD, ids=[str(i) for i in range(len(BAD))])
 def test_what_we_cannot_honour_stops_in_one_line(tmp_path, standins, change, message):
-    if change.startswith("REPLACE "):
+    if change.startswith("FILE "):
+        text = change[len("FILE "):]
+    elif change.startswith("REPLACE "):
         old, new = change[len("REPLACE "):].split("=", 1)
         assert old in AUTHORS_DARE_TIES
         text = AUTHORS_DARE_TIES.replace(old, new, 1)
@@ -310,6 +320,26 @@ def test_config_and_model_options_do_not_mix(tmp_path, standins, extra, message)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
     assert message in res.stderr, res.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_engine_takes_density_per_model_and_mergekits_random_stream(standins, tmp_path):
+    from hyperllama_lib import merging
+
+    a, b, base = torch.tensor([1.0, -2.0, 3.0, 0.5]), torch.tensor([0.2, 0.1, -0.3, 4.0]), torch.zeros(4)
+    # density 1 keeps a whole, density 0 drops b: the merge is a (normalised by a's weight alone)
+    torch.testing.assert_close(merging.merge_tensors("ties", [a, b], base, density=[1.0, 0.0]), a)
+    with pytest.raises(merging.MergeError, match="density of ties: got 3 values for 2 models"):
+        merging.merge_tensors("ties", [a, b], base, density=[1.0, 0.0, 0.5])
+    with pytest.raises(merging.MergeError, match=r"density must be in \[0, 1\].*got 1.5"):
+        merging.merge_tensors("dare_ties", [a, b], base, density=[0.5, 1.5])
+    models = [standins[EST], standins[FAO]]
+    runs = {stream: merging.merge_models("dare_ties", models, tmp_path / stream, base_dir=standins[BASE],
+                                         random_stream=stream, seed=3) for stream in ("per_tensor", "mergekit")}
+    assert "random_stream" not in json.loads((runs["per_tensor"] / "merge.json").read_text())
+    assert "--random-seed 3" in (runs["mergekit"] / "mergekit_config.yml").read_text()
+    assert max_difference(load_tensors(runs["per_tensor"]), load_tensors(runs["mergekit"])) > 1e-3
+    with pytest.raises(merging.MergeError, match="unknown random_stream 'global'"):
+        merging.merge_models("dare_ties", models, tmp_path / "never", base_dir=standins[BASE], random_stream="global")
 
 
 def test_published_id():

@@ -98,7 +98,7 @@ class MergekitPlan:
     base: str | None
     weights: list[float]
     params: dict[str, Any]
-    dtype: str
+    dtype: str | None  # None: the models' own
     accepted_without_effect: list[str]
 
 
@@ -120,7 +120,7 @@ def _fail(file: Path, message: str) -> MergeError:
     return MergeError(f"{file}: {message}")
 
 
-def read_config(path: str | Path) -> dict:
+def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise MergeError(f"{path}: mergekit configuration not found")
@@ -220,25 +220,15 @@ def _per_model(file: Path, i: int, given: dict, top: dict, spec: MergekitMethod,
     return values
 
 
-def plan(path: str | Path) -> MergekitPlan:
-    """Read and check a mergekit configuration; a MergeError naming the file and key if we cannot run it."""
-    file = Path(path)
-    config = read_config(file)
-    _check_keys(file, config)
-    mk_name = config["merge_method"]
-    method, spec = _method(file, mk_name)
-    top = _parameters(file, "parameters", config.get("parameters"))
-    shared = _shared(file, top, spec, mk_name)
-    base = config.get("base_model")
-    if base is not None and not isinstance(base, str):
-        raise _fail(file, f"base_model must be a model name, got {base!r}")
-    entries = config["models"]
-    if not isinstance(entries, list) or not entries:
-        raise _fail(file, "models must be a non-empty list of {model: NAME, parameters: {...}}")
+def _models(file: Path, entries: list, base: str | None, top: dict, spec: MergekitMethod,
+            mk_name: str) -> tuple[list[str], list[dict], set[str]]:
+    """The models merged (names), each one's parameters, and every parameter name the file gives."""
     models, per_model, given_keys = [], [], set(top)
     for i, entry in enumerate(entries):
         name, given = _model_entry(file, i, entry)
         given_keys |= set(given)
+        if name in models:
+            raise _fail(file, f"models[{i}]: {name!r} is listed twice (mergekit refuses duplicate inputs)")
         if name == base and not spec.base_is_input:
             continue  # mergekit takes a listed base_model as the base, not as one more task vector
         models.append(name)
@@ -249,10 +239,29 @@ def plan(path: str | Path) -> MergekitPlan:
                               "its weight under the top-level parameters; give one or drop base_model")
         models.append(base)
         per_model.append({"weight": _scalar(file, "parameters", "weight", top["weight"], 1.0)})
-    if METHODS[method].needs_base and base is None:
-        raise _fail(file, f"merge_method {mk_name} needs a base_model")
     if not models:
         raise _fail(file, "no model to merge besides the base_model")
+    return models, per_model, given_keys
+
+
+def plan(path: str | Path) -> MergekitPlan:
+    """Read and check a mergekit configuration; a MergeError naming the file and key if we cannot run it."""
+    file = Path(path)
+    config = load_yaml(file)
+    _check_keys(file, config)
+    mk_name = config["merge_method"]
+    method, spec = _method(file, mk_name)
+    top = _parameters(file, "parameters", config.get("parameters"))
+    shared = _shared(file, top, spec, mk_name)
+    base = config.get("base_model")
+    if base is not None and not isinstance(base, str):
+        raise _fail(file, f"base_model must be a model name, got {base!r}")
+    if METHODS[method].needs_base and base is None:
+        raise _fail(file, f"merge_method {mk_name} needs a base_model")
+    entries = config["models"]
+    if not isinstance(entries, list) or not entries:
+        raise _fail(file, "models must be a non-empty list of {model: NAME, parameters: {...}}")
+    models, per_model, given_keys = _models(file, entries, base, top, spec, mk_name)
     return MergekitPlan(file, mk_name, method, models, base, [p["weight"] for p in per_model],
                         _our_params(method, spec, shared, per_model), _dtype(file, config),
                         sorted({*spec.no_effect, *spec.ignored} & given_keys))
