@@ -27,8 +27,9 @@ Differences from mergekit 0.1.5, all deliberate:
   stream. With random_stream="mergekit" they are mergekit's: one generator seeded once with seed,
   drawn tensor by tensor in sorted name order (mergekit's executor runs the tensors in that order)
   and model by model, so `mergekit-yaml --random-seed SEED` on CPU draws the same masks.
-- density (one for all models, or one per model as in mergekit) must lie in [0, 1]. density 0 drops every task vector (the merge is the base), as in
-  mergekit; density 1 keeps everything. mergekit also takes density > 1 (same as 1); we refuse it.
+- density (one for all models, or one per model as in mergekit) must lie in [0, 1]. density 0
+  drops every task vector (the merge is the base), as in mergekit; density 1 keeps everything.
+  mergekit also takes density > 1 (same as 1); we refuse it.
 - linear refuses weights that sum to 0 with normalize (mergekit divides by zero), and ignores the
   base model (mergekit would add a base_model given for linear to the inputs; our mergekit config
   leaves it out).
@@ -240,7 +241,8 @@ def mergekit_yaml(method: str, model_dirs: Sequence[str | Path], base_dir: str |
     if dtype not in DTYPES:
         raise MergeError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
     resolved = resolve_params(m, params, len(model_dirs))
-    per_model = {k: per_model_values(v, len(model_dirs)) for k, v in resolved.items() if k in _MERGEKIT_PER_MODEL}
+    per_model = {k: per_model_values(v, len(model_dirs))
+                 for k, v in resolved.items() if k in _MERGEKIT_PER_MODEL}
     shared = {k: v for k, v in resolved.items()
               if k not in _MERGEKIT_PER_MODEL and k not in _NOT_IN_MERGEKIT}
     config: dict[str, Any] = {"merge_method": m.mergekit_name}
