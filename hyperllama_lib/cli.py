@@ -170,9 +170,43 @@ def cmd_export_llama(args) -> int:
     return 0
 
 
+# merge options that a mergekit configuration replaces (--config takes them from the file)
+_MERGE_OPTIONS_OF_A_CONFIG = {"models": "MODEL_DIR", "method": "--method", "base": "--base", "weight": "--weight",
+                              "density": "--density", "normalize": "--normalize/--no-normalize",
+                              "param": "--param", "dtype": "--dtype", "importance": "--importance"}
+
+
+def _merge_config(args) -> int:
+    from .merging import mergekit_config
+
+    given = [flag for key, flag in _MERGE_OPTIONS_OF_A_CONFIG.items() if getattr(args, key) not in (None, [])]
+    if given:
+        raise MergeError(f"--config takes the models, method, parameters and dtype from the file; drop "
+                         f"{', '.join(given)}")
+    out, plan = mergekit_config.run(args.config, args.out, mergekit_config.parse_maps(args.map), seed=args.seed,
+                                    overwrite=args.overwrite, progress=sys.stderr.isatty())
+    manifest = json.loads((out / "merge.json").read_text())
+    settings = ", ".join(f"{k}={v}" for k, v in manifest["parameters"].items())
+    unused = (f"; accepted without effect, as in mergekit: {', '.join(plan.accepted_without_effect)}"
+              if plan.accepted_without_effect else "")
+    print(f"merged {len(plan.models)} models with {plan.method} ({settings}; weights {manifest['weights']}) "
+          f"-> {out} ({manifest['dtype']}) from {args.config}{unused}")
+    if args.mergekit_yaml:
+        atomic.write_text(Path(args.mergekit_yaml), (out / "mergekit_config.yml").read_text())
+        print(f"wrote the mergekit config to {args.mergekit_yaml}")
+    return 0
+
+
 def cmd_merge(args) -> int:
     from . import merging
 
+    if args.config:
+        return _merge_config(args)
+    if args.map:
+        raise MergeError("--map names models of a --config file; without --config give model folders")
+    if not args.models or not args.method:
+        raise MergeError("give the model folders and --method (or a mergekit configuration with --config FILE)")
+    dtype = args.dtype or "float32"
     method = merging.get_method(args.method)
     n = len(args.models)
     weights = args.weight
@@ -190,12 +224,12 @@ def cmd_merge(args) -> int:
     if args.mergekit_yaml and method.mergekit_name is None:
         raise MergeError(f"merge method {method.name} has no mergekit equivalent (--mergekit-yaml)")
     out = merging.merge_models(method.name, args.models, args.out, base_dir=args.base, weights=weights,
-                               importances=args.importance, dtype=args.dtype, overwrite=args.overwrite,
+                               importances=args.importance, dtype=dtype, overwrite=args.overwrite,
                                progress=sys.stderr.isatty(), **params)
     manifest = json.loads((out / "merge.json").read_text())
     settings = ", ".join(f"{k}={v}" for k, v in manifest["parameters"].items())
     print(f"merged {n} models with {method.name} ({settings}; weights {manifest['weights']}) -> {out} "
-          f"({args.dtype})")
+          f"({dtype})")
     if args.mergekit_yaml:
         atomic.write_text(Path(args.mergekit_yaml), (out / "mergekit_config.yml").read_text())
         print(f"wrote the mergekit config to {args.mergekit_yaml}")
@@ -386,14 +420,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--mode", choices=["fold_norm", "untie"], default="fold_norm")
     ex.set_defaults(func=cmd_export_llama)
 
-    me = sub.add_parser("merge", help=f"merge model folders ({', '.join(METHODS)})",
+    me = sub.add_parser("merge", help=f"merge model folders ({', '.join(METHODS)}), or run a mergekit config",
                         description="Merge save_pretrained model folders with mergekit 0.1.5 semantics, tensor by "
                         "tensor. Task vectors are taken against --base. Defaults are the paper's: weight 1.0 per "
                         "model, density 0.5, normalize true. The output folder is loadable as a model (config and "
                         "tokenizer from the base, else the first model) and holds merge.json (what was merged how) "
-                        "and mergekit_config.yml (the same merge for mergekit-yaml).")
-    me.add_argument("models", nargs="+", metavar="MODEL_DIR", help="model folders to merge")
-    me.add_argument("--method", required=True, help=", ".join(
+                        "and mergekit_config.yml (the same merge for mergekit-yaml). Or run a mergekit 0.1.5 "
+                        "configuration as it is: --config FILE.yml --out DIR (models, base_model, per-model weight "
+                        "and density, normalize, dtype and merge_method from the file, mergekit's defaults for the "
+                        "rest; a key we cannot honour stops with one line). Its models are folders (absolute, or "
+                        "relative to the file's folder, then to the working directory), --map entries, or Hub ids "
+                        "(fetched: config, safetensors and tokenizer files only).")
+    me.add_argument("models", nargs="*", metavar="MODEL_DIR", help="model folders to merge (not with --config)")
+    me.add_argument("--config", metavar="FILE.yml",
+                    help="a mergekit configuration to run as it is, instead of MODEL_DIR... and --method")
+    me.add_argument("--map", action="append", default=[], metavar="NAME=DIR",
+                    help="with --config: use folder DIR for the model the file calls NAME (repeatable)")
+    me.add_argument("--method", help=", ".join(
         f"{m.name} ({', '.join(f'{k}={v}' for k, v in m.parameters.items()) or 'no parameters'})"
         for m in METHODS.values()))
     me.add_argument("--base", metavar="DIR", help="base model folder (needed by task-vector methods)")
@@ -403,10 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--density", type=float, help="share of task-vector entries kept, in [0, 1] (default 0.5)")
     me.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                     help="divide by the summed weights (default: true)")
-    me.add_argument("--seed", type=int, help="seed of the random drop (dare_*; default 0)")
+    me.add_argument("--seed", type=int, help="seed of the random drop (dare_*; default 0); with --config, "
+                    "mergekit's --random-seed: on CPU mergekit draws the same masks")
     me.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="any other method parameter (repeatable), e.g. --param eps=1e-6 --param rescale=false")
-    me.add_argument("--dtype", choices=list(DTYPES), default="float32", help="output dtype (math is float32)")
+    me.add_argument("--dtype", choices=list(DTYPES), help="output dtype (default float32; math is float32)")
     me.add_argument("--importance", nargs="+", metavar="FILE",
                     help="one diagonal-Fisher safetensors per model, in model order (fisher, fisher_ties; "
                          "made by `hyperllama fisher`)")

@@ -22,10 +22,14 @@ Differences from mergekit 0.1.5, all deliberate:
 - DARE (dare_ties, dare_linear) keeps each entry with probability density and, with rescale (on by
   default, as in mergekit), scales the kept entries so the task vector keeps its L1 norm, as
   mergekit 0.1.5 does (older mergekit and the DARE paper divide by density; the factors agree in
-  expectation). The random masks come from a generator seeded by `tensor_seed(seed, name)`, so they
-  are reproducible and independent of tensor order, but not mergekit's random stream.
-- density must lie in [0, 1]. density 0 drops every task vector (the merge is the base), as in
-  mergekit; density 1 keeps everything. mergekit also takes density > 1 (same as 1); we refuse it.
+  expectation). By default the random masks come from a generator seeded by `tensor_seed(seed,
+  name)`, so they are reproducible and independent of tensor order, but not mergekit's random
+  stream. With random_stream="mergekit" they are mergekit's: one generator seeded once with seed,
+  drawn tensor by tensor in sorted name order (mergekit's executor runs the tensors in that order)
+  and model by model, so `mergekit-yaml --random-seed SEED` on CPU draws the same masks.
+- density (one for all models, or one per model as in mergekit) must lie in [0, 1]. density 0
+  drops every task vector (the merge is the base), as in mergekit; density 1 keeps everything.
+  mergekit also takes density > 1 (same as 1); we refuse it.
 - linear refuses weights that sum to 0 with normalize (mergekit divides by zero), and ignores the
   base model (mergekit would add a base_model given for linear to the inputs; our mergekit config
   leaves it out).
@@ -57,11 +61,12 @@ from ..artifacts.checkpoints import (  # noqa: F401  (tensor_files, tensor_shape
 )
 from ..errors import MergeError, ModelFolderError  # noqa: F401  (defined in errors.py)
 from .methods import METHODS, MergeMethod
-from .methods._base import magnitude_prune, random_prune  # noqa: F401  (re-exported)
+from .methods._base import magnitude_prune, per_model_values, random_prune  # noqa: F401  (re-exported)
 
 Tensor = torch.Tensor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+RANDOM_STREAMS = ("per_tensor", "mergekit")  # how DARE draws its masks; see the module docstring
 # Config fields that must agree for tensors to be merged meaningfully.
 ARCH_KEYS = (
     "model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -79,11 +84,13 @@ def get_method(name: str) -> MergeMethod:
     return METHODS[name]
 
 
-def resolve_params(method: str | MergeMethod, params: dict[str, Any]) -> dict[str, Any]:
+def resolve_params(method: str | MergeMethod, params: dict[str, Any],
+                   n_models: int | None = None) -> dict[str, Any]:
     """The method's parameters: its defaults updated with `params`, type- and range-checked.
 
     Parameters that only other methods take are ignored (one call can serve every method, as in
-    pipeline/merge.py); a name no method takes is an error.
+    pipeline/merge.py); a name no method takes is an error. A parameter the method takes per model
+    (`MergeMethod.per_model`, e.g. density) may be a list with one value per model (`n_models`).
     """
     m = get_method(method) if isinstance(method, str) else method
     known = {k for other in METHODS.values() for k in other.parameters} | set(m.parameters)
@@ -94,23 +101,36 @@ def resolve_params(method: str | MergeMethod, params: dict[str, Any]) -> dict[st
     out = {}
     for key, default in m.parameters.items():
         value = params.get(key, default)
-        if isinstance(default, bool) or isinstance(value, bool):
-            ok = isinstance(value, bool) and isinstance(default, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float))
-            value = float(value) if ok else value
+        if key in m.per_model and isinstance(value, (list, tuple)):
+            if n_models is not None and len(value) != n_models:
+                raise MergeError(f"merge parameter {key} of {m.name}: got {len(value)} values for "
+                                 f"{n_models} models")
+            out[key] = [_checked(m, key, default, v) for v in value]
         else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise MergeError(f"merge parameter {key} of {m.name} must be a "
-                             f"{type(default).__name__}, got {value!r}")
-        out[key] = value
-    if "density" in out and not 0 <= out["density"] <= 1:
-        raise MergeError(f"density must be in [0, 1] (0 keeps no task-vector entry, 1 keeps all), "
-                         f"got {out['density']}")
+            out[key] = _checked(m, key, default, value)
+    densities = out.get("density", [])
+    for density in densities if isinstance(densities, list) else [densities]:
+        if not 0 <= density <= 1:
+            raise MergeError(f"density must be in [0, 1] (0 keeps no task-vector entry, 1 keeps all), "
+                             f"got {density}")
     if "eps" in out and not out["eps"] > 0:
         raise MergeError(f"eps must be > 0, got {out['eps']}")
     return out
+
+
+def _checked(m: MergeMethod, key: str, default: Any, value: Any) -> Any:
+    """value, if it has the default's type (an int passes for a float and becomes one)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise MergeError(f"merge parameter {key} of {m.name} must be a "
+                         f"{type(default).__name__}, got {value!r}")
+    return value
 
 
 def tensor_seed(seed: int, name: str) -> int:
@@ -127,9 +147,12 @@ def _weights(weights: Sequence[float] | None, n: int) -> list[float]:
 
 
 def _call(m: MergeMethod, tensors: Sequence[Tensor], base: Tensor | None, weights: list[float],
-          name: str, params: dict[str, Any], importances: Sequence[Tensor] | None) -> Tensor:
+          name: str, params: dict[str, Any], importances: Sequence[Tensor] | None,
+          generator: torch.Generator | None = None) -> Tensor:
     if "seed" in params:
         params = {**params, "seed": tensor_seed(params["seed"], name)}
+        if generator is not None:
+            params["generator"] = generator
     if m.needs_importance:
         params = {**params, "importances": [i.to(torch.float32) for i in importances]}
     w = torch.tensor(weights, dtype=torch.float32)
@@ -148,7 +171,7 @@ def merge_tensors(method: str, tensors: Sequence[Tensor], base: Tensor | None = 
     if m.needs_importance and (importances is None or len(importances) != len(tensors)):
         raise MergeError(f"merge method {method!r} needs one importance tensor per model")
     return _call(m, list(tensors), base, _weights(weights, len(tensors)), name,
-                 resolve_params(m, params), importances)
+                 resolve_params(m, params, len(tensors)), importances)
 
 
 def merge_state_dicts(method: str, tensors_by_model: Sequence[dict[str, Tensor]],
@@ -205,32 +228,38 @@ def check_compatible(model_dirs: Sequence[Path]) -> None:
 
 def mergekit_yaml(method: str, model_dirs: Sequence[str | Path], base_dir: str | Path | None = None,
                   weights: Sequence[float] | None = None, dtype: str = "float32",
-                  **params: Any) -> str:
+                  random_stream: str = "per_tensor", **params: Any) -> str:
     """The mergekit (0.1.5) config for the same merge: `mergekit-yaml THIS_FILE OUT_DIR`.
 
     Computation is float32 (our merge's) and out_dtype is `dtype`. The seed is not a mergekit
-    parameter: DARE masks of a mergekit run follow its own RNG (`--random-seed`).
+    parameter: DARE masks of a mergekit run follow its own RNG (`--random-seed`), which draws ours
+    only with random_stream="mergekit" (see the module docstring).
     """
     m = get_method(method)
     if m.mergekit_name is None:
         raise MergeError(f"merge method {method!r} has no mergekit equivalent")
     if dtype not in DTYPES:
         raise MergeError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
-    resolved = resolve_params(m, params)
-    per_model = {k: v for k, v in resolved.items() if k in _MERGEKIT_PER_MODEL}
+    resolved = resolve_params(m, params, len(model_dirs))
+    per_model = {k: per_model_values(v, len(model_dirs))
+                 for k, v in resolved.items() if k in _MERGEKIT_PER_MODEL}
     shared = {k: v for k, v in resolved.items()
               if k not in _MERGEKIT_PER_MODEL and k not in _NOT_IN_MERGEKIT}
     config: dict[str, Any] = {"merge_method": m.mergekit_name}
     if base_dir is not None and m.base != "ignored":
         config["base_model"] = str(Path(base_dir).resolve())
-    config["models"] = [{"model": str(Path(d).resolve()), "parameters": {"weight": w, **per_model}}
-                        for d, w in zip(model_dirs, _weights(weights, len(model_dirs)))]
+    config["models"] = [{"model": str(Path(d).resolve()),
+                         "parameters": {"weight": w, **{k: v[i] for k, v in per_model.items()}}}
+                        for i, (d, w) in enumerate(zip(model_dirs, _weights(weights, len(model_dirs))))]
     if shared:
         config["parameters"] = shared
     config["dtype"] = "float32"
     config["out_dtype"] = dtype
     notes = [f"# mergekit 0.1.5 config of hyperllama's {method} merge: mergekit-yaml THIS_FILE OUT_DIR"]
-    if "seed" in resolved:
+    if "seed" in resolved and random_stream == "mergekit":
+        notes.append(f"# random drop: drawn as mergekit draws it; on CPU, mergekit-yaml --random-seed "
+                     f"{resolved['seed']} THIS_FILE OUT_DIR draws the same masks")
+    elif "seed" in resolved:
         notes.append(f"# random drop: ours is seeded per tensor name from seed {resolved['seed']}; "
                      "mergekit draws its own masks (--random-seed)")
     return "\n".join(notes) + "\n" + yaml.safe_dump(config, sort_keys=False)
@@ -257,12 +286,15 @@ class _LazyTensors(Sequence[Tensor]):
 def merge_models(method: str, model_dirs: Sequence[str | Path], out_dir: str | Path,
                  base_dir: str | Path | None = None, weights: Sequence[float] | None = None, *,
                  importances: Sequence[str | Path] | None = None, dtype: str = "float32",
-                 overwrite: bool = False, progress: bool = False, **params: Any) -> Path:
+                 overwrite: bool = False, progress: bool = False, random_stream: str = "per_tensor",
+                 provenance: dict | None = None, **params: Any) -> Path:
     """Merge save_pretrained folders into `out_dir`; returns its path.
 
     params are the method's parameters (density, normalize, seed, ...; see `resolve_params`).
     importances: one safetensors file (or folder) per model with the model's tensor names and
-    shapes, for methods that need them. All inputs are checked (architecture, tensor names and
+    shapes, for methods that need them. random_stream: "per_tensor" or "mergekit", how DARE draws
+    its masks (module docstring). provenance: recorded in merge.json as "source" (e.g. the
+    mergekit config a merge came from). All inputs are checked (architecture, tensor names and
     shapes, tokenizer, parameters) before any tensor is read. The output is built in a temporary
     sibling folder and renamed into place, so a crash leaves no half model. It holds
     model.safetensors, config.json, tokenizer and generation files from the base (else the first
@@ -279,7 +311,9 @@ def merge_models(method: str, model_dirs: Sequence[str | Path], out_dir: str | P
     weights = _weights(weights, len(models))
     if dtype not in DTYPES:
         raise MergeError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
-    resolved = resolve_params(m, params)
+    resolved = resolve_params(m, params, len(models))
+    if random_stream not in RANDOM_STREAMS:
+        raise MergeError(f"unknown random_stream {random_stream!r}; valid choices: {', '.join(RANDOM_STREAMS)}")
     if m.needs_importance and importances is None:
         raise MergeError(f"merge method {method!r} needs importances (one file per model)")
     if importances is not None and not m.needs_importance:
@@ -299,15 +333,21 @@ def merge_models(method: str, model_dirs: Sequence[str | Path], out_dir: str | P
                 "parameters": resolved, "dtype": dtype}
     if importances is not None:
         manifest["importances"] = [str(p) for p in importances]
+    if random_stream != "per_tensor" and "seed" in resolved:
+        manifest["random_stream"] = random_stream
+    if provenance is not None:
+        manifest["source"] = provenance
     config_yaml = None
     if m.mergekit_name is not None:
-        config_yaml = mergekit_yaml(method, models, base, weights, dtype, **resolved)
+        config_yaml = mergekit_yaml(method, models, base, weights, dtype, random_stream, **resolved)
         manifest["mergekit_config"] = "mergekit_config.yml"
 
     with atomic.replace_dir(out) as tmp:
         with ExitStack() as stack:
+            generator = (torch.Generator().manual_seed(resolved["seed"])
+                         if random_stream == "mergekit" and "seed" in resolved else None)
             merged = _merge_streamed(stack, m, models, base, importance_maps, weights, resolved,
-                                     shapes, DTYPES[dtype], progress)
+                                     shapes, DTYPES[dtype], progress, generator)
             write_safetensors(tmp / "model.safetensors", shapes, DTYPES[dtype], merged)
         _write_metadata(tmp, base or models[0], dtype, manifest, config_yaml)
     return out
@@ -316,8 +356,10 @@ def merge_models(method: str, model_dirs: Sequence[str | Path], out_dir: str | P
 def _merge_streamed(stack: ExitStack, m: MergeMethod, models: list[Path], base: Path | None,
                     importance_maps: list[dict[str, Path]], weights: list[float],
                     params: dict[str, Any], shapes: dict[str, tuple[int, ...]],
-                    out_dtype: torch.dtype, progress: bool) -> Iterator[tuple[str, Tensor]]:
-    """Yield (name, merged tensor in out_dtype) in the order of `shapes`, one name in memory at a time."""
+                    out_dtype: torch.dtype, progress: bool,
+                    generator: torch.Generator | None = None) -> Iterator[tuple[str, Tensor]]:
+    """Yield (name, merged tensor in out_dtype) in the order of `shapes`, one name in memory at a time;
+    a random method draws from `generator` across tensors where one is given."""
     files = [tensor_files(d) for d in models]
     base_files = tensor_files(base) if base is not None and m.base != "ignored" else None
     readers: dict[Path, SafetensorsReader] = {}
@@ -333,7 +375,7 @@ def _merge_streamed(stack: ExitStack, m: MergeMethod, models: list[Path], base: 
         base_tensor = read(base_files[name], name) if base_files is not None else None
         importances = [read(f[name], name) for f in importance_maps] or None
         try:
-            merged = _call(m, tensors, base_tensor, weights, name, params, importances)
+            merged = _call(m, tensors, base_tensor, weights, name, params, importances, generator)
         except ModelFolderError:  # a damaged input file, not a merge problem
             raise
         except ValueError as e:

@@ -25,7 +25,8 @@ class MergeMethod:
     (an int is accepted for a float). A parameter named "seed" reaches fn as a per-tensor seed
     (`merging.tensor_seed(seed, tensor_name)`), so randomness does not depend on tensor order.
     mergekit_name is the mergekit merge_method with the same math, used to write mergekit_config.yml;
-    None where mergekit has none.
+    None where mergekit has none. per_model names the parameters that may instead be a list with one
+    value per model, in model order (mergekit reads density per model); fn then gets that list.
     """
 
     name: str
@@ -34,11 +35,15 @@ class MergeMethod:
     parameters: dict[str, Any] = field(default_factory=dict)
     needs_importance: bool = False
     mergekit_name: str | None = None
+    per_model: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.base not in BASE_POLICIES:
             raise ValueError(f"base policy {self.base!r} of {self.name!r}; valid choices: "
                              f"{', '.join(BASE_POLICIES)}")
+        unknown = set(self.per_model) - set(self.parameters)
+        if unknown:
+            raise ValueError(f"per-model parameters {sorted(unknown)} of {self.name!r} are not parameters")
 
     @property
     def needs_base(self) -> bool:
@@ -46,6 +51,15 @@ class MergeMethod:
 
 
 # ---------------------------------------------------------------- shared task-vector math
+
+def per_model_values(value: float | Sequence[float], n: int) -> list[float]:
+    """A per-model parameter as one value per model: a scalar is every model's value."""
+    if isinstance(value, (int, float)):
+        return [float(value)] * n
+    if len(value) != n:
+        raise ValueError(f"got {len(value)} per-model values for {n} models")
+    return [float(v) for v in value]
+
 
 def magnitude_prune(delta: Tensor, density: float, inplace: bool = False) -> Tensor:
     """mergekit's `magnitude` sparsification: keep the k largest |delta| entries, zero the rest.
@@ -92,7 +106,8 @@ def random_prune(delta: Tensor, density: float, rescale: bool, generator: torch.
                  inplace: bool = False) -> Tensor:
     """DARE's drop as mergekit 0.1.5 does it (`bernoulli` + `rescaled_masked_tensor`, L1 norm).
 
-    Each entry is kept with probability density (torch.rand < density, drawn from `generator`).
+    Each entry is kept with probability density (torch.rand < density, drawn from `generator`: on CPU
+    the same draws as mergekit's torch.bernoulli(torch.full_like(delta, density)) from that generator).
     With rescale, the kept entries are scaled so that the task vector keeps its L1 norm (the
     factor is about 1/density on large tensors), unless either norm is below 1e-7. density >= 1
     returns delta untouched.
@@ -147,13 +162,17 @@ def combine_task_vectors(base: Tensor, deltas: Sequence[Tensor], weights: Tensor
     return base + merged
 
 
-def dare(tensors: Iterable[Tensor], base: Tensor, weights: Tensor, density: float, normalize: bool,
-         rescale: bool, seed: int, consensus: bool) -> Tensor:
-    """DARE: drop each task-vector entry with probability 1 - density and rescale (`random_prune`;
-    one generator per tensor, models drawn in order), then combine (`combine_task_vectors`)."""
+def dare(tensors: Sequence[Tensor], base: Tensor, weights: Tensor, density: float | Sequence[float],
+         normalize: bool, rescale: bool, seed: int, consensus: bool,
+         generator: torch.Generator | None = None) -> Tensor:
+    """DARE: drop each task-vector entry with probability 1 - density (per model, or one for all) and
+    rescale (`random_prune`, models drawn in order), then combine (`combine_task_vectors`). The masks
+    come from `generator` where one is given (a stream shared across tensors), else from a generator
+    of this tensor seeded with `seed`."""
     base = base.float()
-    g = torch.Generator().manual_seed(seed)
-    deltas = [random_prune(d, density, rescale, g, inplace=True) for d in task_vectors(tensors, base)]
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    densities = per_model_values(density, len(tensors))
+    deltas = [random_prune(d, p, rescale, g, inplace=True) for d, p in zip(task_vectors(tensors, base), densities)]
     return combine_task_vectors(base, deltas, weights, consensus=consensus, normalize=normalize)
 
 

@@ -18,17 +18,18 @@ from typing import Sequence
 
 import torch
 
-from ._base import MergeMethod, Tensor, magnitude_prune, task_vectors
+from ._base import MergeMethod, Tensor, magnitude_prune, per_model_values, task_vectors
 
 
 def fisher_ties(tensors: Sequence[Tensor], base: Tensor, weights: Tensor, *,
-                importances: Sequence[Tensor], density: float = 0.5,
+                importances: Sequence[Tensor], density: float | Sequence[float] = 0.5,
                 fisher_floor: float = 1e-6) -> Tensor:
     base = base.float()
     kept, fishers = [], []
-    for delta, importance, w in zip(task_vectors(tensors, base), importances, weights.tolist()):
+    densities = per_model_values(density, len(tensors))
+    for delta, importance, w, p in zip(task_vectors(tensors, base), importances, weights.tolist(), densities):
         f = importance.to(torch.float32).clamp(min=fisher_floor)
-        keep = magnitude_prune(f.sqrt() * delta.abs(), density) > 0  # top by sqrt(saliency)
+        keep = magnitude_prune(f.sqrt() * delta.abs(), p) > 0  # top by sqrt(saliency)
         kept.append(delta.mul_(keep))
         fishers.append(f.mul_(w))
     elected = torch.zeros_like(base)
@@ -44,4 +45,4 @@ def fisher_ties(tensors: Sequence[Tensor], base: Tensor, weights: Tensor, *,
 
 
 METHOD = MergeMethod("fisher_ties", fisher_ties, parameters={"density": 0.5, "fisher_floor": 1e-6},
-                     needs_importance=True)
+                     per_model=("density",), needs_importance=True)
