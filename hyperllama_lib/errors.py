@@ -71,4 +71,4 @@ class TooLittleDataError(TrainingError, ValueError):
 
 
 class DiskSpaceError(TrainingError, OSError):
-    """The disk cannot hold the next checkpoint or resume state."""
+    """The disk cannot hold what a step is about to write (checkpoints, resume states, merged models)."""

@@ -21,7 +21,7 @@ from hyperllama_lib.models.modeling import new_model, smollm2_config
 
 TINY = dict(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, intermediate_size=48)
 # with the Llama-3 vocabulary (128,256 ids) a narrow model stays small: 4 MB at width 8
-NARROW = dict(hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=4, intermediate_size=16)
+NARROW = dict(vocab_size=128256, hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=4, intermediate_size=16)
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 AUTO_MAP = {"AutoConfig": "configuration_hyperllama.HyperLlamaConfig",
             "AutoModelForCausalLM": "modeling_hyperllama.HyperLlamaForCausalLM"}

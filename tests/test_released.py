@@ -230,3 +230,36 @@ def test_released_params_are_validated_in_one_line(overrides, needle):
     with pytest.raises(ParamError) as err:
         load_params("smoke", overrides, need_data=False)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_merging_stops_before_it_starts_when_the_disk_cannot_hold_the_merges(tmp_path, hub, monkeypatch):
+    import shutil
+
+    from hyperllama_lib.errors import DiskSpaceError
+
+    p = smoke(tmp_path, setups=["1x"], released_matching=False, merge_methods=["linear", "ties"])
+    fake_data_step(p)
+    hub.repos = stand_ins(tmp_path / "hub", published(["est", "fao"], matching=()))
+    upscale.run(p)
+    for lang in p.langs:
+        cpt.run(p, lang)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(DiskSpaceError, match=r"^04_merge would write 2 merged models, about 0\.0 GB in float32, but "
+                                             r"only 0\.0 GB are free"):
+        merge.run(p)
+    assert not layout.of(p).merged_model("1x", "linear").exists()
+
+
+def test_a_release_whose_tokenizer_differs_from_01_data_is_refused_in_one_line(tmp_path, hub):
+    from hyperllama_lib.corpus import tokenizer as tok_lib
+
+    ours = tmp_path / "ours"
+    tok_lib.save_tokenizer(tok_lib.train_bpe(["the cat sat on the mat"] * 20, 300), ours)
+    theirs = tok_lib.train_bpe(["en katt satt på mattan"] * 20, 300)
+    hub.repos["liu-nlp/m"] = save_release(small_1x(0), tmp_path / "repo", tokenizer=theirs)
+    with pytest.raises(released.ReleasedModelError) as err:
+        released.fetch("liu-nlp/m", None, tmp_path / "placed", tokenizer_dir=ours)
+    assert str(err.value).startswith("liu-nlp/m: its tokenizer does not match 01_data's (")
+    assert "\n" not in str(err.value) and not (tmp_path / "placed").exists()
+    hub.repos["liu-nlp/same"] = save_release(small_1x(0), tmp_path / "same", tokenizer=tok_lib.load_tokenizer(ours))
+    assert released.fetch("liu-nlp/same", None, tmp_path / "placed", tokenizer_dir=ours)["repo_id"] == "liu-nlp/same"

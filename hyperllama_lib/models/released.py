@@ -24,7 +24,9 @@ code. `released_repos` overrides any id ("<setup>/<lang>" -> "owner/name[@revisi
 """
 from __future__ import annotations
 
+import filecmp
 import fnmatch
+import functools
 import os
 import re
 import shutil
@@ -131,6 +133,14 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+@functools.lru_cache(maxsize=2)
+def _vocab(path: Path, mtime: int | None = None) -> dict[str, int]:
+    """token -> id of a tokenizer.json (cached per path and mtime: 01_data's is compared with every fetch)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path)).get_vocab(with_added_tokens=True)
+
+
 def _check_tokenizer(folder: Path, repo: str, tokenizer_dir: Path | None, vocab_size: int | None,
                      config: dict) -> None:
     if vocab_size is not None and config.get("vocab_size") != vocab_size:
@@ -139,15 +149,13 @@ def _check_tokenizer(folder: Path, repo: str, tokenizer_dir: Path | None, vocab_
             "the released models need tokenizer: llama3 (rerun 01_data with it)")
     ours = tokenizer_dir / "tokenizer.json" if tokenizer_dir is not None else None
     theirs = folder / "tokenizer.json"
-    if ours is None or not ours.is_file() or not theirs.is_file():
+    if ours is None or not ours.is_file() or not theirs.is_file() or filecmp.cmp(ours, theirs, shallow=False):
         return
-    from tokenizers import Tokenizer
-
     try:
-        their_vocab = Tokenizer.from_file(str(theirs)).get_vocab(with_added_tokens=True)
+        their_vocab = _vocab(theirs)
     except Exception as e:  # a malformed tokenizer.json
         raise ReleasedModelError(f"{repo}: tokenizer.json is unreadable ({type(e).__name__})") from None
-    our_vocab = Tokenizer.from_file(str(ours)).get_vocab(with_added_tokens=True)
+    our_vocab = _vocab(ours, ours.stat().st_mtime_ns)
     if their_vocab != our_vocab:
         differ = sorted(set(their_vocab.items()) ^ set(our_vocab.items()), key=lambda kv: kv[1])
         token, ident = differ[0]

@@ -9,12 +9,15 @@ each model's diagonal Fisher, estimated once per model on its own CPT stream
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from .. import artifacts, fingerprints, languages, merging
+from ..errors import DiskSpaceError
 from ..merging import fisher_information
+from ..models import released
 from ..params import MissingInputError, Params
 from . import layout
 
@@ -67,8 +70,31 @@ def _base_model(p: Params, step: str) -> Path:
     return layout.of(p).english_model(step.removeprefix("english/"))
 
 
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def check_disk(p: Params) -> None:
+    """Stop before merging when the free disk cannot hold the merged models not written yet (the paper's
+    grid of 26 subsets x 7 methods x 3 setups is about 480 GB in float16)."""
+    where, need, count = layout.of(p), 0, 0
+    for setup in p.setups:
+        base = where.base_model(setup)
+        if not base.is_dir():
+            continue
+        size = released.parameter_count(base)["total"] * DTYPE_BYTES[p.merge_dtype]
+        for method in p.merge_methods:
+            missing = [s for s in layout.merge_subsets(p) if not where.merged_model(setup, method, s).is_dir()]
+            need, count = need + size * len(missing), count + len(missing)
+    free = shutil.disk_usage(p.run_path).free
+    if need * 1.05 > free:
+        raise DiskSpaceError(f"04_merge would write {count} merged models, about {need / 1e9:,.1f} GB in "
+                             f"{p.merge_dtype}, but only {free / 1e9:,.1f} GB are free on {p.run_path}: free space, "
+                             "choose another run_dir, or merge fewer (merge_subsets: full, merge_methods, setups)")
+
+
 def run(p: Params, log=print) -> pd.DataFrame:
     rows, where = [], layout.of(p)
+    check_disk(p)
     for setup in p.setups:
         inputs = _inputs(p, setup)
         fisher_fps: dict[str, str] = {}

@@ -53,22 +53,29 @@ def plan_jobs(p: Params) -> list[Job]:
     """Every job of a reproduction at p's scale, languages and setups, in dependency order."""
     langs = list(p.langs)
     jobs = [Job("data", "01_data"), Job("upscale", "02_upscale", deps=("data",))]
-    for setup in p.setups:  # multilingual first: the longest job, so --jobs N overlaps it with the rest
+    if p.models_from == "hub":  # fetching is no work for a kernel of its own: one job per language
+        jobs += [Job(f"cpt/{lang}", "03_cpt", {"lang": lang}, ("upscale",)) for lang in [languages.MULTILINGUAL, *langs]]
+    for setup in p.setups if p.models_from == "train" else []:
+        # multilingual first: the longest job, so --jobs N overlaps it with the rest
         jobs += [Job(f"cpt/{setup}/{lang}", "03_cpt", {"lang": lang, "setups": [setup]}, ("upscale",))
                  for lang in [languages.MULTILINGUAL, *langs]]
     merges = bool(p.merge_methods)
     if merges:
         jobs += [Job(f"merge/{setup}", "04_merge", {"setups": [setup]},
-                     tuple(f"cpt/{setup}/{lang}" for lang in langs)) for setup in p.setups]
+                     tuple(_cpt_job(p, setup, lang) for lang in langs)) for setup in p.setups]
     evals = [job for setup in p.setups for job in _eval_jobs(p, setup, merges)]
     return jobs + evals + [Job("analysis", "06_analysis", deps=tuple(j.name for j in evals))]
+
+
+def _cpt_job(p: Params, setup: str, lang: str) -> str:
+    return f"cpt/{lang}" if p.models_from == "hub" else f"cpt/{setup}/{lang}"
 
 
 def _eval_jobs(p: Params, setup: str, merges: bool) -> list[Job]:
     """05_eval of one setup: a job per model group (its base, each CPT model with its checkpoints, the
     merges), or with `eval_jobs: per_setup` one job for all of them (small scales, where a notebook
     kernel's ~10 s of imports costs more than evaluating a model)."""
-    groups = [("base", "upscale")] + [(lang, f"cpt/{setup}/{lang}") for lang in [languages.MULTILINGUAL, *p.langs]]
+    groups = [("base", "upscale")] + [(lang, _cpt_job(p, setup, lang)) for lang in [languages.MULTILINGUAL, *p.langs]]
     groups += [("merged", f"merge/{setup}")] if merges else []
     if p.eval_jobs == "per_setup":
         return [Job(f"eval/{setup}", "05_eval", {"setups": [setup]}, tuple(dep for _, dep in groups))]
