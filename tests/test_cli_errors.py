@@ -127,6 +127,14 @@ def plan_unknown_language(c):
     return ["plan", *c.scale_args(), "--langs", "klingon"]
 
 
+def released_unknown_language(c):
+    return ["released", "--langs", "klingon"]
+
+
+def released_bad_pattern(c):
+    return ["released", "--set", "released_repo_pattern=liu-nlp/{model}"]
+
+
 def upscale_bad_value(c):
     return ["upscale", *c.step_args(), "--set", "seq_len=0"]
 
@@ -296,6 +304,8 @@ CASES = [  # command, provocation, the error class its one line names
     ("status", status_value_not_yaml, "ParamError"),
     ("status", status_no_step_matches, "ParamError"),
     ("plan", plan_unknown_language, "ParamError"),
+    ("released", released_unknown_language, "ParamError"),
+    ("released", released_bad_pattern, "ParamError"),
     ("upscale", upscale_bad_value, "ParamError"),
     ("upscale", upscale_before_data, "MissingInputError"),
     ("upscale", upscale_truncated_stream, "PackedTokensError"),
