@@ -13,6 +13,7 @@ import pytest
 from test_score_pairs import save_tiny_model
 from transformers import PreTrainedTokenizerFast
 
+from hyperllama_lib import artifacts
 from hyperllama_lib.errors import DataError, PairsFormatError, ParamError
 from hyperllama_lib.evaluation import benchmarks, hub_tables, pair_sources
 from hyperllama_lib.params import load_params
@@ -342,11 +343,11 @@ def test_the_paper_sets_give_rows_for_final_models_and_checkpoints(hub, tmp_path
     assert list(dict.fromkeys(zip(ckpt_rows.benchmark, ckpt_rows.lang))) == [
         ("blimp", "eng"), ("blimp-single-error", "eng"), ("multiblimp", "swe"), ("mpararel", "swe")]
     # the data decides whether rows are current: changed pairs, another fingerprint
-    before = evaluate.artifacts.fingerprint(benchmarks.data_fingerprint_input(benchmarks.BENCHMARKS[1],
+    before = artifacts.fingerprint(benchmarks.data_fingerprint_input(benchmarks.BENCHMARKS[1],
                                                                                 loaded["blimp-single-error"]))
     hub.write(BLIMP_SE, "island/train-00000-of-00001.parquet", blimp_rows("island", 4)[::-1])
     again = benchmarks.load_blimp_single_error(benchmarks.Context(layout.of(p).data, p, log=lambda m: None))
-    assert evaluate.artifacts.fingerprint(benchmarks.data_fingerprint_input(benchmarks.BENCHMARKS[1], again)) != before
+    assert artifacts.fingerprint(benchmarks.data_fingerprint_input(benchmarks.BENCHMARKS[1], again)) != before
     assert all(b.fingerprint_data for b in benchmarks.BENCHMARKS if b.name in ("blimp-single-error", "mpararel"))
 
 
