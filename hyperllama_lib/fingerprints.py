@@ -120,6 +120,7 @@ NO_STEP: dict[str, str] = {
     "merge_subsets": "selects language subsets; each merge records its languages",
     "eval_jobs": "how the grid runner groups 05_eval into notebook jobs",
     "multiblimp_pairs_per_phenomenon": "05_eval fingerprints the sampled MultiBLiMP pairs themselves",
+    "mpararel_pairs_per_relation": "05_eval fingerprints the sampled mParaRel pairs themselves",
     "eval_models": "selects which models 05_eval scores; each model is a step of its own",
     "eval_checkpoints": "selects whether 05_eval scores checkpoints; each is a step of its own",
 }

@@ -120,10 +120,12 @@ class Params:
     # what a cluster wants) or per_setup (one per setup: fewer notebook kernels, ~10 s of imports each)
     eval_jobs: str = "per_model"
     blimp_pairs_per_paradigm: int | None = 20
-    # MultiBLiMP: released files <multiblimp_dir>/<iso>/data.tsv; None: the Hub for hub runs, else the pairs
-    # 01_data builds from the held-out UD treebanks (hyperllama_lib/evaluation/ud_pairs.py)
+    # MultiBLiMP: released files <multiblimp_dir>/<iso>/data.tsv; None: the Hub's (eval_source: hub), else the
+    # pairs 01_data builds from the held-out UD treebanks (hyperllama_lib/evaluation/ud_pairs.py)
     multiblimp_dir: str | None = None
     multiblimp_pairs_per_phenomenon: int | None = None  # 05_eval's sample per language and phenomenon; None: all
+    # liu-nlp/minimal_pair_mpararel (eval_source: hub): 05_eval's sample per language and relation; None: all
+    mpararel_pairs_per_relation: int | None = 50
     # 05_eval: which models (None: all; base | merged | a target language or "multilingual": that CPT model and
     # its checkpoints); the grid runner evaluates each group as its own job
     eval_models: str | None = None
@@ -332,7 +334,7 @@ def validate(p: Params, need_data: bool = True) -> Params:
                              "give an absolute path to write elsewhere")
     if not 0 < p.heldout_fraction < 1 or not 0 < p.english_seed_fraction < 1:
         raise ParamError("heldout_fraction and english_seed_fraction must lie strictly between 0 and 1")
-    for key in ("blimp_pairs_per_paradigm", "multiblimp_pairs_per_phenomenon"):
+    for key in ("blimp_pairs_per_paradigm", "multiblimp_pairs_per_phenomenon", "mpararel_pairs_per_relation"):
         if getattr(p, key) is not None and getattr(p, key) < 1:
             raise ParamError(f"{key} must be a positive number of pairs or null (all), got {getattr(p, key)}")
     if p.multiblimp_path is not None and not p.multiblimp_path.is_dir():

@@ -89,7 +89,8 @@ def test_final_models_and_checkpoints_get_what_the_table_declares(p, tok, model_
     for bench in benchmarks.BENCHMARKS:
         expected = [lang for lang in bench.langs_for(checkpoint.langs, final=False) if lang in loaded[bench.name]]
         assert [lang for b, lang in covered(ckpt) if b == bench.name] == expected, bench.name
-        assert bench.on_checkpoints == (bench.name in ckpt.benchmark.values), bench.name
+        # a benchmark without data here (the paper's Hub sets under eval_source: local) gives no rows
+        assert (bench.on_checkpoints and bool(expected)) == (bench.name in ckpt.benchmark.values), bench.name
 
 
 def test_a_benchmark_added_to_the_table_gets_its_rows(p, tok, model_dir, monkeypatch):

@@ -1,11 +1,11 @@
-"""Pair loaders (BLiMP, MultiBLiMP, mParaRel; local and mocked Hub), format errors, `hyperllama score-pairs`."""
+"""Pair loaders (BLiMP, MultiBLiMP; local and mocked Hub), format errors, `hyperllama score-pairs`.
+
+The paper's Hub sets (blimp-single-error, mParaRel) are tested in test_paper_eval_sets.py."""
 from __future__ import annotations
 
 import gzip
 import json
 import subprocess
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -113,30 +113,6 @@ def test_truncated_blimp_gz_is_a_format_error(tmp_path):
     assert issubclass(pair_sources.PairsFormatError, ValueError)
 
 
-def fake_datasets(tables: dict[str, list[dict]], calls: list) -> types.SimpleNamespace:
-    def load_dataset(name, config, split, cache_dir=None):
-        calls.append((name, config, split))
-        return tables[config]
-
-    return types.SimpleNamespace(load_dataset=load_dataset, get_dataset_config_names=lambda name: list(tables))
-
-
-def test_blimp_single_error_hub_single_config_with_uid(monkeypatch):
-    calls = []
-    records = [blimp_record("island", i) for i in range(4)] + [blimp_record("agreement", i) for i in range(4)]
-    monkeypatch.setitem(sys.modules, "datasets", fake_datasets({"default": records}, calls))
-    df = pair_sources.load_blimp_single_error_hub(max_pairs_per_paradigm=3)
-    assert calls == [(pair_sources.BLIMP_SINGLE_ERROR_HUB_ID, "default", "train")]
-    assert df.groupby("paradigm").size().to_dict() == {"agreement": 3, "island": 3}
-    assert set(pair_sources.load_blimp_single_error_hub(paradigms=["island"])["paradigm"]) == {"island"}
-    with pytest.raises(ValueError, match="unknown BLiMP paradigm"):
-        pair_sources.load_blimp_single_error_hub(paradigms=["nope"])
-    bad = {"default": [{"sentence_good": "x", "UID": "p"}]}
-    monkeypatch.setitem(sys.modules, "datasets", fake_datasets(bad, []))
-    with pytest.raises(pair_sources.PairsFormatError, match=r"blimp-single-error \(default\), row 0"):
-        pair_sources.load_blimp_single_error_hub()
-
-
 # ---------------------------------------------------------------- MultiBLiMP tsv
 
 def test_multiblimp_tsv_plain_and_gz(tmp_path):
@@ -198,31 +174,6 @@ def test_multiblimp_hub_downloads_iso_data_tsv(monkeypatch, tmp_path):
                      ("jumelet/multiblimp", "isl/data.tsv", "dataset")]
     assert df.groupby("lang").size().to_dict() == {"fao": 2, "isl": 2}
     assert len(pair_sources.load_multiblimp_hub("eng")) == 3
-
-
-# ---------------------------------------------------------------- mParaRel (assumed layout)
-
-def test_mpararel_hub_picks_assumed_columns_or_explicit_ones(monkeypatch):
-    tables = {
-        "en": [{"correct": "Paris is the capital of France.", "incorrect": "Rome is the capital of France.",
-                "relation": "P36", "subject": "France"}],
-        "sv": [{"correct": "Paris är Frankrikes huvudstad.", "incorrect": "Rom är Frankrikes huvudstad.",
-                "relation": "P36", "subject": "Frankrike"}],
-    }
-    calls = []
-    monkeypatch.setitem(sys.modules, "datasets", fake_datasets(tables, calls))
-    df = pair_sources.load_mpararel_hub()
-    assert [c[:2] for c in calls] == [(pair_sources.MPARAREL_HUB_ID, "en"), (pair_sources.MPARAREL_HUB_ID, "sv")]
-    assert df["lang"].tolist() == ["en", "sv"] and df["paradigm"].tolist() == ["P36", "P36"]
-    assert df["good"].iloc[0].startswith("Paris") and df["bad"].iloc[0].startswith("Rome")
-    assert "subject" in df.columns
-    flipped = pair_sources.load_mpararel_hub(configs=["en"], good_column="incorrect", bad_column="correct")
-    assert flipped["good"].iloc[0].startswith("Rome")
-    with pytest.raises(pair_sources.PairsFormatError, match=r"no column 'truth'.*columns: correct, incorrect"):
-        pair_sources.load_mpararel_hub(configs=["en"], good_column="truth")
-    monkeypatch.setitem(sys.modules, "datasets", fake_datasets({"default": [{"a": "x", "b": "y"}]}, []))
-    with pytest.raises(pair_sources.PairsFormatError, match=r"no good sentence column \(tried sentence_good"):
-        pair_sources.load_mpararel_hub()
 
 
 def test_detect_pairs_format(tmp_path):

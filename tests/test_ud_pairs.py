@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from hyperllama_lib import cli, corpus
+from hyperllama_lib.errors import DataError
 from hyperllama_lib.evaluation import pair_sources, ud_pairs
 
 UNIMORPH = """\
@@ -306,7 +307,7 @@ def test_real_treebanks_give_pairs_from_heldout_files_only(real_pairs):
         assert len(built[lang].pairs) >= 500, lang
 
 
-def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, unimorph, monkeypatch):
+def test_eval_takes_released_files_then_the_hub_or_the_built_pairs(tmp_path, unimorph, monkeypatch):
     from hyperllama_lib.evaluation import benchmarks
     from hyperllama_lib.params import load_params
     from hyperllama_lib.pipeline import data, layout
@@ -325,13 +326,23 @@ def test_eval_takes_released_files_then_the_hub_then_the_built_pairs(tmp_path, u
     assert multiblimp_sources(p) == {"est": "released", "fao": "built"}
     assert data.multiblimp_files(p, "est") == [layout.of(p).data.multiblimp("est"), released / "est" / "data.tsv"]
 
+    # eval_source: hub takes the Hub's file where multiblimp_dir has none; a failure there stops, no fallback
+    offline = {"eng"}
+
     def hub(lang, **kw):
-        if lang != "fao":
-            raise OSError("offline")
-        return pair_sources.load_multiblimp_local(released / "est" / "data.tsv", lang="fao", **kw)
+        if lang in offline:
+            raise DataError(f"cannot fetch {lang}/data.tsv of the dataset jumelet/multiblimp from the Hub (offline)")
+        return pair_sources.load_multiblimp_local(released / "est" / "data.tsv", lang=lang, **kw)
     monkeypatch.setattr(pair_sources, "load_multiblimp_hub", hub)
+    p = load_params("smoke", {"run_dir": str(tmp_path / "run"), "multiblimp_dir": str(released),
+                              "eval_source": "hub"}, need_data=False)
+    with pytest.raises(DataError, match="eng/data.tsv"):
+        multiblimp_sources(p)
+    offline.clear()
+    assert multiblimp_sources(p) == {lang: "released" for lang in ["eng", *p.langs]}
+    # a hub data source alone fetches no evaluation set: eval_source decides
     p = load_params("smoke", {"run_dir": str(tmp_path / "run"), "data_source": "hub"}, need_data=False)
-    assert multiblimp_sources(p) == {"est": "built", "fao": "released"}
+    assert multiblimp_sources(p) == {"est": "built", "fao": "built"}
 
 
 def test_no_treebank_gives_an_empty_counts_table(tmp_path):

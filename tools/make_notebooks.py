@@ -236,10 +236,18 @@ Besides the paper's summed log-probability (`accuracy`), BLiMP is also scored wi
 
 **Target-language grammar** is the paper's MultiBLiMP 1.0 (subject-verb and subject-participle agreement
 pairs), scored the same way, for every language of a model (checkpoints: the languages they are trained
-on). The pairs are the released MultiBLiMP files when `multiblimp_dir` points to them (or, for hub runs,
-the Hub), and otherwise the pairs 01_data built from the held-out UD treebanks; the `source` column of
+on). The pairs are the released MultiBLiMP files when `multiblimp_dir` points to them (or, with
+`eval_source: hub`, the Hub's), and otherwise the pairs 01_data built from the held-out UD treebanks; the `source` column of
 every MultiBLiMP row says which (`released` or `built`). Metrics: `accuracy` and `accuracy:<phenomenon>`,
 on `multiblimp_pairs_per_phenomenon` pairs per language and phenomenon.
+
+**The paper's own sets** come from the Hub with `eval_source: hub` (the paper scale sets it):
+`blimp-single-error` (the filtered BLiMP, English) and `mpararel` (`liu-nlp/minimal_pair_mpararel`, factual
+knowledge as minimal pairs, in the languages of a model that it has; checkpoints: the languages they are
+trained on), scored the same way, with BLiMP's metrics plus `accuracy:<paradigm>` (mParaRel: per relation),
+source `released`, and MultiBLiMP's released files from the Hub. Their layouts could not be checked offline:
+the loaders accept the plausible ones and stop with one line naming the file and its columns otherwise.
+With `eval_source: local` nothing is fetched and these two sets give no rows.
 
 By default every model of the run is evaluated. `eval_models` picks one group (`base`, `merged`, or a
 language / `multilingual`: that CPT model with its checkpoints) and `setups` one setup, which is how

@@ -11,18 +11,25 @@ and return lang -> (data, source): a pairs table (pair_sources' columns) or a li
 the value of the `source` column of its rows (None: no source). A language the loader returns no
 data for gets no rows.
 
+The paper's own evaluation sets come from the Hub only with `eval_source: hub`: `blimp-single-error`
+(liu-nlp/blimp-single-error, English), `mpararel` (liu-nlp/minimal_pair_mpararel, the run's languages it
+has) and MultiBLiMP's released files (jumelet/multiblimp), all with source "released" and their data in
+the fingerprint. A set that cannot be fetched or read then stops 05_eval with one line (DataError,
+PairsFormatError); there is no silent fallback. With `eval_source: local` nothing is fetched: the two
+paper sets give no rows and MultiBLiMP comes from multiblimp_dir or 01_data's pairs built from UD. The
+layouts assumed for the two paper sets are in pair_sources' and hub_tables' docstrings.
+
 Rows come as pair benchmarks in table order, then text benchmarks language by language (a model's
 languages in order, each with every text benchmark in table order).
 
-To add a benchmark, e.g. the paper's `blimp-single-error`:
+To add a benchmark, write its loader and add one entry, as `blimp-single-error` is added:
 
     def load_blimp_single_error(ctx):
-        p = ctx.params
-        return {ENGLISH: (pair_sources.load_blimp_single_error_hub(
-            max_pairs_per_paradigm=p.blimp_pairs_per_paradigm, seed=p.seed), None)}
+        ...  # lang -> (pairs, "released")
 
-    Benchmark("blimp-single-error", "pairs", load_blimp_single_error, BLIMP_METRICS,
-              langs="english", checkpoint_langs="english", data="liu-nlp/blimp-single-error"),
+    Benchmark("blimp-single-error", "pairs", load_blimp_single_error, PAIR_SET_METRICS,
+              langs="english", checkpoint_langs="english", fingerprint_data=True,
+              data="the Hub's liu-nlp/blimp-single-error (eval_source: hub)"),
 
 Nothing else: the table's names and metrics enter every model's eval fingerprint (pipeline/evaluate.py),
 so models evaluated before get the new rows on the next run.
@@ -49,6 +56,8 @@ KINDS = ("pairs", "text")
 PER_PARADIGM = "accuracy:<paradigm>"  # a metric that expands to one row per paradigm (phenomenon)
 BLIMP_METRICS = ("accuracy", "accuracy_token_mean", "accuracy_byte_norm", "n_pairs")
 MULTIBLIMP_METRICS = ("accuracy", "n_pairs", PER_PARADIGM)
+PAIR_SET_METRICS = (*BLIMP_METRICS, PER_PARADIGM)  # the paper's sets: per paradigm (relation) where they have one
+RELEASED = "released"  # the source of rows scored on files the authors (or MultiBLiMP's) released
 TEXT_METRICS = ("bpb", "token_perplexity")  # token_perplexity: comparable only between models sharing a tokenizer
 
 # The languages a benchmark covers, from a model's languages (English first, then its target languages).
@@ -115,24 +124,47 @@ def load_blimp(ctx: Context) -> Loaded:
     return {ENGLISH: (pair_sources.load_blimp_hub(**kwargs), None)}
 
 
+def load_blimp_single_error(ctx: Context) -> Loaded:
+    """The paper's filtered BLiMP from the Hub (eval_source: hub), blimp_pairs_per_paradigm per paradigm."""
+    p = ctx.params
+    if p.eval_source != "hub":
+        return {}
+    pairs = pair_sources.load_blimp_single_error_hub(max_pairs_per_paradigm=p.blimp_pairs_per_paradigm,
+                                                     seed=p.seed)
+    ctx.log(f"blimp-single-error: {len(pairs)} pairs, {pairs['paradigm'].nunique()} paradigms")
+    return {ENGLISH: (pairs.drop(columns="lang"), RELEASED)} if len(pairs) else {}
+
+
+def load_mpararel(ctx: Context) -> Loaded:
+    """mParaRel minimal pairs from the Hub (eval_source: hub) in the run's languages that it has,
+    mpararel_pairs_per_relation per language and relation."""
+    p = ctx.params
+    if p.eval_source != "hub":
+        return {}
+    pairs = pair_sources.load_mpararel_hub(langs=ctx.langs, max_pairs_per_relation=p.mpararel_pairs_per_relation,
+                                           seed=p.seed)
+    out = {lang: (group.drop(columns="lang").reset_index(drop=True), RELEASED)
+           for lang in ctx.langs if len(group := pairs[pairs["lang"] == lang])}
+    ctx.log("mParaRel: " + (", ".join(f"{lang} {len(df)} pairs" for lang, (df, _) in out.items())
+                            or f"none of the run's languages ({', '.join(ctx.langs)})"))
+    return out
+
+
 def load_multiblimp(ctx: Context) -> Loaded:
-    """English and the target languages: the released files in multiblimp_dir, else (hub runs without
-    multiblimp_dir) the Hub's, both with source "released", else the pairs 01_data built from UD
-    ("built"). Subsampled to multiblimp_pairs_per_phenomenon per language and phenomenon."""
+    """English and the target languages: the released files in multiblimp_dir, else (eval_source: hub) the
+    Hub's, both with source "released", else the pairs 01_data built from UD ("built"). Subsampled to
+    multiblimp_pairs_per_phenomenon per language and phenomenon. With eval_source: hub, a language the Hub
+    does not give stops here (one line), rather than silently falling back to the built pairs."""
     p = ctx.params
     out = {}
     for lang in ctx.langs:
         kwargs = {"max_pairs_per_paradigm": p.multiblimp_pairs_per_phenomenon, "seed": p.seed}
         released = p.multiblimp_path / lang / "data.tsv" if p.multiblimp_path else None
         if released is not None and released.is_file():
-            out[lang] = (pair_sources.load_multiblimp_local(released, lang=lang, **kwargs), "released")
-        elif released is None and p.data_source == "hub":
-            try:
-                out[lang] = (pair_sources.load_multiblimp_hub(lang, **kwargs), "released")
-            except Exception as e:  # offline, or no such language on the Hub: fall back to the built pairs
-                ctx.log(f"MultiBLiMP {lang}: not from the Hub ({type(e).__name__}), using the built pairs")
-        built = ctx.data.multiblimp(lang)
-        if lang not in out and built.is_file():
+            out[lang] = (pair_sources.load_multiblimp_local(released, lang=lang, **kwargs), RELEASED)
+        elif p.eval_source == "hub":
+            out[lang] = (pair_sources.load_multiblimp_hub(lang, **kwargs), RELEASED)
+        elif (built := ctx.data.multiblimp(lang)).is_file():
             out[lang] = (pair_sources.load_multiblimp_local(built, lang=lang, **kwargs), "built")
         if lang in out and out[lang][0].empty:
             del out[lang]
@@ -159,10 +191,18 @@ def load_udhr(ctx: Context) -> Loaded:
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("blimp", "pairs", load_blimp, BLIMP_METRICS, langs="english", checkpoint_langs="english",
               data="data_dir/blimp (*.jsonl), else the Hub's nyu-mll/blimp"),
+    Benchmark("blimp-single-error", "pairs", load_blimp_single_error, PAIR_SET_METRICS, langs="english",
+              checkpoint_langs="english", fingerprint_data=True,
+              data="the Hub's liu-nlp/blimp-single-error (eval_source: hub; layout assumed, pair_sources)"),
     Benchmark("multiblimp", "pairs", load_multiblimp, MULTIBLIMP_METRICS, langs="model",
               checkpoint_langs="target", fingerprint_data=True,
-              data="multiblimp_dir/<iso>/data.tsv, else the Hub's jumelet/multiblimp (hub runs), else "
+              data="multiblimp_dir/<iso>/data.tsv, else the Hub's jumelet/multiblimp (eval_source: hub), else "
                    "01_data's pairs built from UD (data/multiblimp/<iso>/data.tsv)"),
+    # Checkpoints get it in the language they learn only, as MultiBLiMP: the learning curves need the
+    # target language, and English knowledge is measured on the final models (forgetting).
+    Benchmark("mpararel", "pairs", load_mpararel, PAIR_SET_METRICS, langs="model", checkpoint_langs="target",
+              fingerprint_data=True,
+              data="the Hub's liu-nlp/minimal_pair_mpararel (eval_source: hub; layout assumed, pair_sources)"),
     # Checkpoints get no bits per byte: training measured the same held-out split at every
     # `train_eval_every_tokens` (curve.csv), which is what the learning-curve figures draw.
     Benchmark("heldout", "text", load_heldout, TEXT_METRICS, langs="model",

@@ -2,19 +2,26 @@
 their training, the multilingual models, merges) on every benchmark of `evaluation.benchmarks`
 (`BENCHMARKS`): English BLiMP (summed log-probability conditioned on BOS), MultiBLiMP agreement pairs
 per language (same scoring) and held-out bits per byte (the run's held-out split and the parallel UDHR
-text). That table says what each benchmark loads, which languages it covers and its metrics; this
-module lists the models, loads every benchmark once, scores each model and keeps the manifest.
+text); with `eval_source: hub` also the paper's own sets from the Hub, `blimp-single-error` (English)
+and `mpararel` (factual knowledge as minimal pairs, the run's languages it has), and MultiBLiMP's
+released files. That table says what each benchmark loads, which languages it covers and its metrics;
+this module lists the models, loads every benchmark once, scores each model and keeps the manifest.
+The two paper sets' layouts could not be checked offline: their loaders accept the plausible ones
+(evaluation/pair_sources.py, evaluation/hub_tables.py) and stop with one line naming the file and the
+columns found otherwise.
 
 Results are tidy rows (model, kind, setup, trained_on, step, tokens, flops_*, final, benchmark, lang,
 metric, value, source). step/tokens/flops count the adaptation stage: 0 for the English bases and for
 merges (they add no training). Final models get every benchmark in every language. Checkpoints get
-English BLiMP and MultiBLiMP in the language(s) they are trained on, which is what the learning curves
-need; their bits per byte come from training itself, which measured the same held-out split at every
-`train_eval_every_tokens` (`cpt.curves`, each stage's curve.csv). MultiBLiMP rows have benchmark
-"multiblimp", metrics "accuracy" and "accuracy:<phenomenon>", and (like BLiMP) "n_pairs", the number of
-pairs scored, and source "released" (multiblimp_dir or the Hub) or "built" (01_data's pairs from UD).
-Each (model, step) is its own step of the manifest, so re-running evaluates only what is missing or
-changed.
+English BLiMP (and blimp-single-error), MultiBLiMP and mParaRel in the language(s) they are trained on,
+which is what the learning curves need; their bits per byte come from training itself, which measured
+the same held-out split at every `train_eval_every_tokens` (`cpt.curves`, each stage's curve.csv).
+MultiBLiMP rows have benchmark "multiblimp", metrics "accuracy" and "accuracy:<phenomenon>", and (like
+BLiMP) "n_pairs", the number of pairs scored, and source "released" (multiblimp_dir or the Hub) or
+"built" (01_data's pairs from UD). blimp-single-error and mpararel rows have BLiMP's metrics, plus
+"accuracy:<paradigm>" (BLiMP's UID; mParaRel's relation) where the data names one, and source
+"released". Each (model, step) is its own step of the manifest, so re-running evaluates only what is
+missing or changed; data from the Hub enters the fingerprint, so changed data is evaluated again.
 """
 from __future__ import annotations
 
@@ -33,7 +40,8 @@ from ..params import MissingInputError, Params
 from ..training.stage_folder import step_folders, step_of
 from . import layout
 
-# source: where MultiBLiMP pairs came from ("released": files or the Hub; "built": 01_data, from UD); else empty
+# source: where pairs came from ("released": files the authors or MultiBLiMP released, local or from the Hub;
+# "built": 01_data's MultiBLiMP-style pairs from UD); empty for the local BLiMP and the texts
 RESULT_COLUMNS = ["model", "kind", "setup", "trained_on", "step", "tokens", "flops_total",
                   "flops_non_embedding", "final", "benchmark", "lang", "metric", "value", "source"]
 RESULTS_SCHEMA = 5  # bump when rows change shape, so older result files are recomputed, not mixed in
