@@ -87,6 +87,7 @@ STEPS_OF: dict[str, tuple[str, ...]] = {
     "merge_normalize": ("merge",),
     "merge_dtype": ("merge",),
     "merge_base": ("merge",),
+    "merge_store": ("merge",),  # the merge step's outputs: a model folder or its recipe
     "fisher_tokens": ("fisher",),
     "fisher_floor": ("merge",),
     "fisher_normalize": ("fisher",),

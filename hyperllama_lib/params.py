@@ -112,6 +112,9 @@ class Params:
     # the model task vectors are taken against: setup (the setup's own English base) | authors (the base_model
     # of the authors' mergekit files: the trained 572M English base for 1x_cloned and 2x; pipeline/merge.py)
     merge_base: str = "setup"
+    # weights: 04_merge writes every merged model | recipe: only what to merge how (recipe.json); 05_eval builds each
+    # merged model while it scores it, one on disk at a time (the paper's grid is ~480 GB of merged models in fp16)
+    merge_store: str = "weights"
     fisher_tokens: int = 8192  # tokens of each model's training stream for its diagonal Fisher
     fisher_floor: float = 1e-6  # Fisher values below this count as this (fisher, fisher_ties)
     fisher_normalize: bool = True  # scale each model's Fisher to mean 1 over all its parameters
@@ -281,6 +284,7 @@ def validate(p: Params, need_data: bool = True) -> Params:
     _choice("eval_jobs", p.eval_jobs, ("per_model", "per_setup"))
     _choice("models_from", p.models_from, ("train", "hub"))
     _choice("merge_base", p.merge_base, ("setup", "authors"))
+    _choice("merge_store", p.merge_store, ("weights", "recipe"))
     _choice("eval_source", p.eval_source, ("local", "hub"))
     p.released_repos = _released_repos(p)
     if p.fisher_tokens < 1 or p.fisher_floor < 0:

@@ -263,3 +263,32 @@ def test_a_release_whose_tokenizer_differs_from_01_data_is_refused_in_one_line(t
     assert "\n" not in str(err.value) and not (tmp_path / "placed").exists()
     hub.repos["liu-nlp/same"] = save_release(small_1x(0), tmp_path / "same", tokenizer=tok_lib.load_tokenizer(ours))
     assert released.fetch("liu-nlp/same", None, tmp_path / "placed", tokenizer_dir=ours)["repo_id"] == "liu-nlp/same"
+
+
+def test_merge_store_recipe_builds_the_same_merge_only_while_it_is_scored(tmp_path, hub):
+    from test_merging import load_tensors
+
+    from hyperllama_lib.evaluation import benchmarks
+    from hyperllama_lib.merging import recipe
+
+    p = smoke(tmp_path, setups=["2x"], released_matching=False, merge_methods=["dare_ties"], merge_store="recipe")
+    fake_data_step(p)
+    hub.repos = stand_ins(tmp_path / "hub", published(["est", "fao"], matching=()))
+    upscale.run(p)
+    for lang in p.langs:
+        cpt.run(p, lang)
+    merge.run(p)
+    folder = layout.of(p).merged_model("2x", "dare_ties")
+    assert [f.name for f in folder.iterdir()] == ["recipe.json"] and recipe.is_recipe(folder)
+    weights = merge.merging.merge_models(
+        "dare_ties", [layout.of(p).cpt_model("2x", lang) for lang in p.langs], tmp_path / "weights",
+        base_dir=layout.of(p).base_model("2x"), weights=[1.0, 1.0], density=0.5, normalize=True, seed=p.seed,
+        fisher_floor=p.fisher_floor, dtype="float32")
+    with recipe.built(folder) as built:
+        ours, theirs = load_tensors(built), load_tensors(weights)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert sorted(f.name for f in folder.parent.iterdir()) == ["dare_ties"]  # the built model is gone
+    entry = next(e for e in evaluate.models(p) if e.kind == "merged")
+    nothing = {b.name: {} for b in benchmarks.BENCHMARKS}
+    assert evaluate.evaluate_model(p, entry, None, nothing).empty
+    assert sorted(f.name for f in folder.parent.iterdir()) == ["dare_ties"]

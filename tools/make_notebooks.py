@@ -210,11 +210,13 @@ PARAMS,
 ("code", """merges = merge.run(P)
 merges"""),
 ("md", """Each merged folder records what was merged how (`merge.json`) and, for mergekit's methods, the
-mergekit configuration that reproduces it (`mergekit-yaml mergekit_config.yml OUT`):"""),
+mergekit configuration that reproduces it (`mergekit-yaml mergekit_config.yml OUT`). With
+`merge_store: recipe` (the `released` scale: the paper's 546 merged models would take about 480 GB) a
+folder holds only `recipe.json`, and 05_eval builds each merged model while it scores it:"""),
 ("code", """example = layout.of(P).merged_model(P.setups[0], P.merge_methods[0])
-print((example / "merge.json").read_text())
-if (example / "mergekit_config.yml").exists():
-    print((example / "mergekit_config.yml").read_text())"""),
+for name in ("merge.json", "mergekit_config.yml", "recipe.json"):  # recipe.json alone: merge_store recipe
+    if (example / name).exists():
+        print(f"--- {name}\n" + (example / name).read_text())"""),
 ],
 "05_eval": [
 ("md", """# 05 · Evaluate every model

@@ -35,6 +35,7 @@ from .. import artifacts, evaluation, fingerprints, languages
 from ..corpus import tokenizer as tok_lib
 from ..device import resolve as resolve_placement
 from ..evaluation import benchmarks
+from ..merging import recipe
 from ..models import modeling
 from ..params import MissingInputError, Params
 from ..training.stage_folder import step_folders, step_of
@@ -131,7 +132,12 @@ def evaluate_model(p: Params, entry: ModelEntry, tok, loaded: dict[str, benchmar
     # the run's precision, explicitly: scoring's own "auto" would choose bf16 on any GPU
     placement = resolve_placement(p.device, p.precision)
     device, dtype = placement.device, placement.precision
-    model = modeling.load_model(entry.path).to(device).eval()
+    if recipe.is_recipe(entry.path):  # merge_store: recipe: build the merge just for this
+        with recipe.built(entry.path) as folder:
+            model = modeling.load_model(folder)
+    else:
+        model = modeling.load_model(entry.path)
+    model = model.to(device).eval()
     common = {"model": entry.model, "kind": entry.kind, "setup": entry.setup, "trained_on": entry.trained_on,
               "step": entry.step, "tokens": entry.tokens, "flops_total": entry.flops_total,
               "flops_non_embedding": entry.flops_non_embedding, "final": entry.final}

@@ -3,7 +3,8 @@
 
 Paper settings: weight 1.0 per model, density 0.5, normalize true; task vectors are taken against
 that setup's English base (`merge_base: setup`) or the base_model the authors' files name
-(`merge_base: authors`, see `base_step`). Methods that weight parameters by importance (fisher, fisher_ties) use
+(`merge_base: authors`, see `base_step`). With `merge_store: recipe` a merge is checked and kept as its
+recipe, and 05_eval builds it only while scoring it (merging/recipe.py). Methods that weight parameters by importance (fisher, fisher_ties) use
 each model's diagonal Fisher, estimated once per model on its own CPT stream
 (`fisher/<setup>/<lang>.safetensors`).
 """
@@ -16,7 +17,7 @@ import pandas as pd
 
 from .. import artifacts, fingerprints, languages, merging
 from ..errors import DiskSpaceError
-from ..merging import fisher_information
+from ..merging import fisher_information, recipe
 from ..models import released
 from ..params import MissingInputError, Params
 from . import layout
@@ -75,9 +76,9 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 def check_disk(p: Params) -> None:
     """Stop before merging when the free disk cannot hold the merged models not written yet (the paper's
-    grid of 26 subsets x 7 methods x 3 setups is about 480 GB in float16)."""
+    grid of 26 subsets x 7 methods x 3 setups is about 480 GB in float16; `merge_store: recipe` avoids it)."""
     where, need, count = layout.of(p), 0, 0
-    for setup in p.setups:
+    for setup in p.setups if p.merge_store == "weights" else []:  # a recipe is a few hundred bytes
         base = where.base_model(setup)
         if not base.is_dir():
             continue
@@ -112,11 +113,11 @@ def run(p: Params, log=print) -> pd.DataFrame:
                 out = where.merged_model(setup, method, langs)
                 with artifacts.Step(p.run_path, where.merge_step(setup, method, langs), params, fps, log=log) as s:
                     if s.todo:
-                        merging.merge_models(
-                            method, models, out, base_dir=base, weights=[p.merge_weight] * len(models),
-                            importances=[where.fisher_file(setup, lang) for lang in langs] if needs_fisher else None,
-                            density=p.merge_density, normalize=p.merge_normalize, seed=p.seed,
-                            fisher_floor=p.fisher_floor, dtype=p.merge_dtype, overwrite=True)
+                        write = merging.merge_models if p.merge_store == "weights" else recipe.write
+                        write(method, models, out, base, [p.merge_weight] * len(models),
+                              importances=[where.fisher_file(setup, lang) for lang in langs] if needs_fisher else None,
+                              density=p.merge_density, normalize=p.merge_normalize, seed=p.seed,
+                              fisher_floor=p.fisher_floor, dtype=p.merge_dtype)
                         s.outputs = [out]
                 rows.append({"setup": setup, "method": method, "langs": layout.subset_label(langs),
                              "models": len(models), "base": base_name.removeprefix("english/"), "path": str(out)})
