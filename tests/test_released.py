@@ -292,3 +292,18 @@ def test_merge_store_recipe_builds_the_same_merge_only_while_it_is_scored(tmp_pa
     nothing = {b.name: {} for b in benchmarks.BENCHMARKS}
     assert evaluate.evaluate_model(p, entry, None, nothing).empty
     assert sorted(f.name for f in folder.parent.iterdir()) == ["dare_ties"]
+
+
+def test_a_missing_repo_stops_in_one_line_and_writes_nothing(tmp_path, hub):
+    p = smoke(tmp_path, setups=["1x"], released_matching=False)
+    fake_data_step(p)
+    ids = published(["est", "fao"], matching=())
+    del ids["liu-nlp/hyperllama-180m-faroese-1x"]
+    hub.repos = stand_ins(tmp_path / "hub", ids)
+    upscale.run(p)
+    cpt.run(p, "est")
+    with pytest.raises(released.ReleasedModelError) as err:
+        cpt.run(p, "fao")
+    assert str(err.value).startswith("liu-nlp/hyperllama-180m-faroese-1x: cannot download (RepositoryNotFoundError: ")
+    assert "\n" not in str(err.value) and not layout.of(p).cpt_model("1x", "fao").exists()
+    assert artifacts.Manifest(p.run_path).entry("cpt/1x/fao") is None

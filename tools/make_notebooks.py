@@ -216,7 +216,8 @@ folder holds only `recipe.json`, and 05_eval builds each merged model while it s
 ("code", """example = layout.of(P).merged_model(P.setups[0], P.merge_methods[0])
 for name in ("merge.json", "mergekit_config.yml", "recipe.json"):  # recipe.json alone: merge_store recipe
     if (example / name).exists():
-        print(f"--- {name}\n" + (example / name).read_text())"""),
+        print(f"--- {name}")
+        print((example / name).read_text())"""),
 ],
 "05_eval": [
 ("md", """# 05 · Evaluate every model

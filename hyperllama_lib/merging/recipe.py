@@ -30,8 +30,11 @@ def _rel(path: str | Path, folder: Path) -> str:
 
 
 def write(method: str, model_dirs: Sequence[str | Path], out_dir: str | Path, base_dir: str | Path | None,
-          weights: Sequence[float], *, importances: Sequence[str | Path] | None, dtype: str, **params: Any) -> Path:
-    """merge_models' arguments (but overwrite: a recipe folder is always replaced)."""
+          weights: Sequence[float], *, importances: Sequence[str | Path] | None, dtype: str, overwrite: bool = False,
+          **params: Any) -> Path:
+    """Write the recipe of a merge to out_dir; merge_models' arguments."""
+    if Path(out_dir).exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists (pass overwrite=True to replace it)")
     # checked as merge_models checks a merge before it reads any tensor
     m = engine.get_method(method)
     out = Path(out_dir)

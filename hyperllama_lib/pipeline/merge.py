@@ -117,7 +117,7 @@ def run(p: Params, log=print) -> pd.DataFrame:
                         write(method, models, out, base, [p.merge_weight] * len(models),
                               importances=[where.fisher_file(setup, lang) for lang in langs] if needs_fisher else None,
                               density=p.merge_density, normalize=p.merge_normalize, seed=p.seed,
-                              fisher_floor=p.fisher_floor, dtype=p.merge_dtype)
+                              fisher_floor=p.fisher_floor, dtype=p.merge_dtype, overwrite=True)
                         s.outputs = [out]
                 rows.append({"setup": setup, "method": method, "langs": layout.subset_label(langs),
                              "models": len(models), "base": base_name.removeprefix("english/"), "path": str(out)})
