@@ -20,5 +20,6 @@ env: $(STAMP)
 reproduce: $(STAMP)
 	$(VENV)/bin/hyperllama reproduce --scale $(SCALE) --jobs $(JOBS)
 
+# two worker processes, each taking whole test files (the grid tests start notebook kernels of their own)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
