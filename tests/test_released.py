@@ -307,3 +307,23 @@ def test_a_missing_repo_stops_in_one_line_and_writes_nothing(tmp_path, hub):
     assert str(err.value).startswith("liu-nlp/hyperllama-180m-faroese-1x: cannot download (RepositoryNotFoundError: ")
     assert "\n" not in str(err.value) and not layout.of(p).cpt_model("1x", "fao").exists()
     assert artifacts.Manifest(p.run_path).entry("cpt/1x/fao") is None
+
+
+def test_the_authors_english_2x_is_fetched_and_used_for_their_five_language_2x_ties(tmp_path, hub):
+    five = ["est", "fao", "isl", "fas", "swe"]
+    p = smoke(tmp_path, langs=five, setups=["2x"], merge_base="authors", merge_methods=["ties"],
+              released_matching=False)
+    plan = layout.of(p).data.plan
+    artifacts.atomic.write_json(plan, {"vocab_size": 97, "cpt_steps": {**dict.fromkeys(five, 5), "multilingual": 9}})
+    with artifacts.Step(p.run_path, layout.DATA_STEP, {"fake": True}) as s:
+        s.outputs = [plan]
+    ids = {repo: kind for repo, kind in published(five, matching=()).items() if "-2x" in repo or "english" in repo}
+    hub.repos = stand_ins(tmp_path / "hub", {**ids, "liu-nlp/hyperllama-572m-english-2x": "2x"})
+    upscale.run(p)
+    for lang in five:
+        cpt.run(p, lang)
+    assert list(merge.run(p).base) == ["authors_base_2x"]
+    manifest = artifacts.Manifest(p.run_path)
+    assert manifest.entry("english/authors_base_2x")["repo_id"] == "liu-nlp/hyperllama-572m-english-2x"
+    assert manifest.entry("english/base_2x")["repo_id"] == "liu-nlp/hyperllama-572m-english-1x-cloned"
+    assert "liu-nlp/hyperllama-180m-english-1x" not in hub.asked  # no setup needs the 1x base
