@@ -97,12 +97,12 @@ def cmd_released(args) -> int:
     sizes = [released.download_size(r.repo, r.revision) for r in repos]
     width = max(len(r.spec) for r in repos)
     for r, size in zip(repos, sizes):
-        what = f"{r.kind} {r.setup}" + ("" if r.lang == "eng" else f" {r.lang}")
+        what = f"{r.kind} {r.setup}" + ("" if r.lang in ("eng", "multilingual") else f" {r.lang}")
         note = " (fetched where released)" if r.optional else ""
         print(f"{r.spec:<{width}}  {_size(size):>12}  {what}{note}")
     known = [s for s in sizes if s is not None]
-    print(f"{len(repos)} repositories ({sum(r.optional for r in repos)} optional); "
-          f"{_size(sum(known))} in the {len(known)} whose size the Hub gave"
+    sizes_said = f"{_size(sum(known))} in the {len(known)} whose size the Hub gave" if known else "no sizes"
+    print(f"{len(repos)} repositories ({sum(r.optional for r in repos)} optional); {sizes_said}"
           + ("" if len(known) == len(repos) else f"; {len(repos) - len(known)} unknown (Hub not reachable or no "
              "such repo)") + ". Nothing was downloaded; 02_upscale and 03_cpt download them with progress bars.")
     return 0
