@@ -12,6 +12,7 @@ Step kinds (manifest step names: pipeline/layout.py):
     seed     english/seed: a new model of the configured shape, trained on the seed stream
     english  english/base_1x, english/base_2x: trained on from the seed or its clone
     cpt      cpt/<setup>/<lang>: continued pretraining of a base
+    lora     the same steps of the *_lora setups (a LoRA adapter on the base): their own keys on top of cpt's
     clone    english/seed_x2, english/base_1x_cloned (HyperCloning)
     fetch    a released model fetched in place of a trained one (`models_from: hub`, pipeline/fetch.py)
     fisher   fisher/<setup>/<lang>: a CPT model's diagonal Fisher
@@ -27,7 +28,7 @@ from pathlib import Path
 from . import languages
 from .params import FIELDS, Params
 
-STEPS = ("data", "seed", "english", "cpt", "clone", "fetch", "fisher", "merge", "eval", "resume")
+STEPS = ("data", "seed", "english", "cpt", "lora", "clone", "fetch", "fisher", "merge", "eval", "resume")
 TRAINING = ("seed", "english", "cpt", "resume")  # every training stage, and its resume states
 
 # field -> the step kinds whose fingerprint it enters
@@ -80,6 +81,14 @@ STEPS_OF: dict[str, tuple[str, ...]] = {
     "keep_checkpoints": ("cpt",),  # a CPT step's checkpoints are outputs that 05_eval scores
     "train_eval_every_tokens": TRAINING,
     "train_eval_max_bytes": TRAINING,
+    "lora_rank": ("lora", "resume"),
+    "lora_alpha": ("lora", "resume"),
+    "lora_rslora": ("lora", "resume"),
+    "lora_dropout": ("lora", "resume"),
+    "lora_target_modules": ("lora", "resume"),
+    "lora_lr": ("lora", "resume"),
+    "lora_embeddings": ("lora", "resume"),
+    "lora_trainable_tokens": ("lora", "resume"),
     "models_from": ("fetch",),
     "precision": (*TRAINING, "eval"),
     "merge_density": ("merge",),

@@ -21,7 +21,10 @@ from .errors import MissingInputError, ParamError  # noqa: F401  (defined in err
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO_ROOT / "params"
 SCALES = ("smoke", "tiny", "small", "paper", "small_t4", "released")
-SETUPS = ("1x", "1x_cloned", "2x")
+FULL_SETUPS = ("1x", "1x_cloned", "2x")  # continued pretraining of every weight
+LORA_SETUPS = ("1x_lora", "2x_lora", "1x_cloned_lora")  # a peft LoRA adapter on the same base (training/adapters.py)
+SETUPS = FULL_SETUPS + LORA_SETUPS
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DATA_ENV = "HYPERLLAMA_DATA"
 RUNS_ENV = "HYPERLLAMA_RUNS"
 
@@ -33,7 +36,7 @@ class Params:
     # selection (notebook parameters)
     lang: str | None = None  # 03_cpt: one target language (code or name) or "multilingual"
     langs: list = field(default_factory=lambda: list(languages.TARGET_LANGUAGES))
-    setups: list = field(default_factory=lambda: list(SETUPS))
+    setups: list = field(default_factory=lambda: list(FULL_SETUPS))
     # paths (None: environment variable, then the default beside the repository)
     data_dir: str | None = None
     run_dir: str | None = None
@@ -90,6 +93,15 @@ class Params:
     keep_resume_states: int = 1  # newest resume states kept per stage (each: weights + AdamW moments)
     train_eval_every_tokens: int | None = None  # held-out bpb during training; None: at every checkpoint
     train_eval_max_bytes: int = 20000
+    # LoRA setups (*_lora; training/adapters.py): same data, steps and schedule as full CPT of the same base
+    lora_rank: int = 16
+    lora_alpha: float = 32.0  # scale alpha / rank (rsLoRA: alpha / sqrt(rank))
+    lora_rslora: bool = False
+    lora_dropout: float = 0.0
+    lora_target_modules: str | list = "all-linear"  # or a list of LORA_TARGETS; the output head is never adapted
+    lora_lr: float = 3e-3  # peak learning rate of the adapters (the paper's full-CPT peak by default)
+    lora_embeddings: str = "frozen"  # frozen | trainable_tokens (the lora_trainable_tokens most frequent tokens)
+    lora_trainable_tokens: int = 1000
     # released models (hyperllama_lib/models/released.py): train | hub (02_upscale fetches the English bases, 03_cpt the
     # adapted models, from the Hub instead of training them)
     models_from: str = "train"
@@ -265,6 +277,24 @@ def _released_repos(p: Params) -> dict[str, str]:
     return repos
 
 
+def _check_lora(p: Params) -> None:
+    if p.lora_rank < 1 or p.lora_alpha <= 0 or not 0 <= p.lora_dropout < 1 or p.lora_lr <= 0 \
+            or p.lora_trainable_tokens < 1:
+        raise ParamError(f"LoRA parameters out of range: lora_rank {p.lora_rank} (>= 1), lora_alpha {p.lora_alpha} "
+                         f"(> 0), lora_dropout {p.lora_dropout} (in [0, 1)), lora_lr {p.lora_lr} (> 0), "
+                         f"lora_trainable_tokens {p.lora_trainable_tokens} (>= 1)")
+    _choice("lora_embeddings", p.lora_embeddings, ("frozen", "trainable_tokens"))
+    targets = p.lora_target_modules
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = [targets]
+    if not isinstance(targets, str):
+        if not targets:
+            raise ParamError("lora_target_modules is empty; give all-linear or some of " + ", ".join(LORA_TARGETS))
+        for name in targets:
+            _choice("lora_target_modules entry", name, LORA_TARGETS)
+        p.lora_target_modules = list(targets)
+
+
 def validate(p: Params, need_data: bool = True) -> Params:
     _choice("scale", p.scale, SCALES)
     _choice("data_source", p.data_source, ("local", "hub"))
@@ -287,6 +317,7 @@ def validate(p: Params, need_data: bool = True) -> Params:
     _choice("merge_store", p.merge_store, ("weights", "recipe"))
     _choice("eval_source", p.eval_source, ("local", "hub"))
     p.released_repos = _released_repos(p)
+    _check_lora(p)
     if p.fisher_tokens < 1 or p.fisher_floor < 0:
         raise ParamError(f"fisher_tokens must be >= 1 and fisher_floor >= 0, got {p.fisher_tokens} "
                          f"and {p.fisher_floor}")

@@ -20,6 +20,7 @@ from hyperllama_lib import training
 from hyperllama_lib.corpus import packing
 from hyperllama_lib.models import modeling
 from hyperllama_lib.params import load_params
+from hyperllama_lib.training import adapters
 
 STEPS, EVERY = 40, 4  # a resume state every 4 steps
 
@@ -52,15 +53,17 @@ def tiny_model():
     return modeling.new_model(cfg, seed=0)
 
 
-def _child(tmp: str, out: str, log_file: str) -> None:
+def _child(tmp: str, out: str, log_file: str, lora: bool) -> None:
     torch.set_num_threads(1)  # forked from pytest: no OpenMP pool, and the same arithmetic in every run
     # tqdm's default lock is a semaphore shared with the parent across fork: a SIGKILL while the
     # child holds it would leave pytest waiting forever. A lock of the child's own cannot.
     lock = threading.RLock()
     for bar_class in (tqdm.std.tqdm, tqdm.auto.tqdm):  # the library's bars are tqdm.auto's
         bar_class.set_lock(lock)
+    p = tiny_params(Path(tmp))
+    model = adapters.wrap(tiny_model(), p) if lora else tiny_model()
     with open(log_file, "a") as log:
-        training.train(tiny_model(), toy_tokenizer(), tiny_stage(Path(tmp), Path(out)), tiny_params(Path(tmp)),
+        training.train(model, toy_tokenizer(), tiny_stage(Path(tmp), Path(out)), p,
                        log=lambda m: (log.write(m + "\n"), log.flush()))
 
 
@@ -69,10 +72,11 @@ def _newest_state(out: Path) -> int:
     return int(states[-1].name.removeprefix("step_")) if states else 0
 
 
-def run_child(ctx, tmp: Path, out: Path, kill_after_state_above: int | None = None, delay: float = 0.0):
+def run_child(ctx, tmp: Path, out: Path, kill_after_state_above: int | None = None, delay: float = 0.0,
+              lora: bool = False):
     """Train in a forked process; with kill_after_state_above, SIGKILL it `delay` seconds after a resume
     state newer than that step appears. Returns (exit code, newest state seen)."""
-    proc = ctx.Process(target=_child, args=(str(tmp), str(out), str(tmp / f"{out.name}.log")))
+    proc = ctx.Process(target=_child, args=(str(tmp), str(out), str(tmp / f"{out.name}.log"), lora))
     proc.start()
     if kill_after_state_above is not None:
         deadline = time.time() + 120
@@ -85,11 +89,12 @@ def run_child(ctx, tmp: Path, out: Path, kill_after_state_above: int | None = No
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_gives_identical_bytes(tmp_path):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_sigkill_at_random_moments_then_resume_gives_identical_bytes(tmp_path, lora):
     ctx = multiprocessing.get_context("fork")
     ref, crashed = tmp_path / "ref", tmp_path / "crashed"
     start = time.perf_counter()
-    assert run_child(ctx, tmp_path, ref)[0] == 0
+    assert run_child(ctx, tmp_path, ref, lora=lora)[0] == 0
     # Kill up to 1.5 resume-state intervals after a new state appears (at most 0.25 s), so that
     # three kills land at random moments and still before the run's end on a fast machine.
     max_delay = min(0.25, 1.5 * (time.perf_counter() - start) / (STEPS // EVERY))
@@ -97,13 +102,14 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_bytes(tmp_path):
     seen = 0
     for _ in range(3):
         code, seen = run_child(ctx, tmp_path, crashed, kill_after_state_above=seen,
-                               delay=rng.uniform(0, max_delay))
+                               delay=rng.uniform(0, max_delay), lora=lora)
         assert code == -signal.SIGKILL, "the run ended before it could be killed"
     assert 0 < seen < STEPS
-    assert run_child(ctx, tmp_path, crashed)[0] == 0
+    assert run_child(ctx, tmp_path, crashed, lora=lora)[0] == 0
     log = (tmp_path / "crashed.log").read_text()
     assert log.count("resuming from step") == 3  # every restart resumed, none started over
     for rel in ["final/model.safetensors", "train_log.csv", "curve.csv",
+                *(["adapter/adapter_model.safetensors", "adapter/adapter_config.json"] if lora else []),
                 *[f"checkpoints/step_{s:06d}/model.safetensors" for s in range(EVERY, STEPS, EVERY)]]:
         assert (crashed / rel).read_bytes() == (ref / rel).read_bytes(), rel
     assert not any(f.name.startswith(".") for f in crashed.rglob("*")), "temporaries left behind"

@@ -104,10 +104,12 @@ def authors_five_language_base(p: Params) -> bool:
 
 def releases(p: Params) -> list[Release]:
     """Every repository a `models_from: hub` run with these parameters fetches, in pipeline order."""
-    setups = list(p.setups)
+    # a LoRA setup fetches no adapted model (none is released) but needs its base: the full setup's
+    setups = [s for s in p.setups if s in SIZES]
+    bases = {s.removesuffix("_lora") for s in p.setups}
     out = []
-    english = [s for s in ("1x", "2x") if s in setups or (s == "1x" and "1x_cloned" in setups)
-               or (s == "2x" and p.merge_base == "authors" and "1x_cloned" in setups)]
+    english = [s for s in ("1x", "2x") if s in bases or (s == "1x" and "1x_cloned" in bases)
+               or (s == "2x" and p.merge_base == "authors" and "1x_cloned" in bases)]
     out += [Release("english", s, languages.ENGLISH, *repo_for(p, s, languages.ENGLISH)) for s in english]
     if p.merge_base == "authors" and "2x" in setups and authors_five_language_base(p) \
             and {"ties", "dare_ties"} & set(p.merge_methods):

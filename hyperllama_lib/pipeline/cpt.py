@@ -12,7 +12,8 @@ import pandas as pd
 from .. import artifacts, corpus, fingerprints, languages, training
 from ..corpus import tokenizer as tok_lib
 from ..models import modeling, released
-from ..params import MissingInputError, Params
+from ..params import LORA_SETUPS, MissingInputError, Params
+from ..training import adapters
 from . import data, fetch, layout
 
 
@@ -36,16 +37,22 @@ def stage_params(p: Params, lang: str) -> Params:
 def _train(p: Params, setup: str, lang: str, steps: int, data_fp: str, log) -> None:
     where = layout.of(p)
     base_fp = layout.require(p, where.base_step(setup))
-    params = {**p.subset(fingerprints.keys("cpt")), "lang": lang, "setup": setup, "steps": steps}
+    lora = setup in LORA_SETUPS
+    params = {**p.subset(fingerprints.keys("cpt")), **(p.subset(fingerprints.keys("lora")) if lora else {}),
+              "lang": lang, "setup": setup, "steps": steps}
     with artifacts.Step(p.run_path, where.cpt_step(setup, lang), params, [data_fp, base_fp], log=log) as s:
         if s.todo:
             model = modeling.load_model(where.base_model(setup))
+            if lora:
+                model = adapters.wrap(model, p, where.data.train(lang))
             tok = tok_lib.load_tokenizer(where.data.tokenizer)
             stage = training.Stage(name=f"{setup}-{lang}", tokens=where.data.train(lang),
-                                   out_dir=where.cpt_dir(setup, lang), steps=steps, eval_texts=eval_texts(p, lang))
+                                   out_dir=where.cpt_dir(setup, lang), steps=steps, eval_texts=eval_texts(p, lang),
+                                   lr=p.lora_lr if lora else None)
             s.extra = training.train(model, tok, stage, p, log=log)
             checkpoints = where.cpt_checkpoints(setup, lang)  # 05_eval scores them: hash them too
             s.outputs = [where.cpt_model(setup, lang), where.cpt_curve(setup, lang),
+                         *([where.cpt_adapter(setup, lang)] if lora else []),
                          *([checkpoints] if checkpoints.is_dir() else [])]
 
 
@@ -85,7 +92,7 @@ def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log
     rows = []
     p = stage_params(p, lang)
     for setup in setups or p.setups:
-        if p.models_from == "hub":
+        if p.models_from == "hub" and setup not in LORA_SETUPS:  # adapters are trained on the fetched bases
             _fetch(p, setup, lang, steps, plan["vocab_size"], data_fp, log)
         else:
             _train(p, setup, lang, steps, data_fp, log)

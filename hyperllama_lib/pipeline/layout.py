@@ -7,6 +7,7 @@
                                         and counts.csv, stats.csv, plan.json
         models/english/<name>/          02_upscale: seed, seed_x2, base_1x, base_2x, base_1x_cloned
         models/cpt/<setup>/<lang>/      03_cpt: final/, checkpoints/step_N/, curve.csv, train_log.csv,
+                                        adapter/ (*_lora setups: the peft adapter; final/ has it folded in),
                                         matching_1x/ (hub runs: the released FLOP-matched checkpoint)
         models/merged/<setup>/<method>/ 04_merge (subsets: models/merged/<setup>/subsets/<a+b>/<method>/)
         fisher/<setup>/<lang>.safetensors   04_merge: each CPT model's diagonal Fisher
@@ -32,7 +33,8 @@ from ..training.stage_folder import StageFolder
 # authors_base_2x: the released base_model of the authors' five-language 2x TIES / DARE-TIES merges (hub runs)
 AUTHORS_BASE_2X = "authors_base_2x"
 ENGLISH_MODELS = ("seed", "seed_x2", "base_1x", "base_2x", "base_1x_cloned", AUTHORS_BASE_2X)
-BASE_FOR_SETUP = {"1x": "base_1x", "1x_cloned": "base_1x_cloned", "2x": "base_2x"}
+BASE_FOR_SETUP = {"1x": "base_1x", "1x_cloned": "base_1x_cloned", "2x": "base_2x",
+                  "1x_lora": "base_1x", "1x_cloned_lora": "base_1x_cloned", "2x_lora": "base_2x"}
 DATA_STEP = "data"
 # the notebook that writes each kind of manifest step (the first part of its name)
 NOTEBOOK_OF_STEP = {"data": "01_data", "english": "02_upscale", "cpt": "03_cpt", "fisher": "04_merge",
@@ -128,6 +130,10 @@ class RunLayout:
 
     def cpt_checkpoints(self, setup: str, lang: str) -> Path:
         return StageFolder(self.cpt_dir(setup, lang)).checkpoints
+
+    def cpt_adapter(self, setup: str, lang: str) -> Path:
+        """A *_lora setup's adapter in peft's format (final/ holds it folded into the base)."""
+        return StageFolder(self.cpt_dir(setup, lang)).adapter
 
     def cpt_curve(self, setup: str, lang: str) -> Path:
         return StageFolder(self.cpt_dir(setup, lang)).curve

@@ -87,7 +87,7 @@ def run(p: Params, log=print) -> pd.DataFrame:
 
     if p.models_from == "hub":
         b1_fp = _fetch_bases(p, plan["vocab_size"], data_fp, log)
-        if b1_fp is None or "1x_cloned" not in p.setups:  # the clone of the 1x base is not needed
+        if b1_fp is None or not {"1x_cloned", "1x_cloned_lora"} & set(p.setups):  # no setup needs the clone
             return summary(p)
     else:
         seed_fp = stage("seed", [data_fp], {**p.subset(fingerprints.keys("seed")), "steps": plan["seed_steps"]},

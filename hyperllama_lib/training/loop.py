@@ -34,7 +34,7 @@ from ..device import resolve as resolve_placement
 from ..errors import DiskSpaceError, NonFiniteLossError, TooLittleDataError, TrainingError  # noqa: F401  (defined in errors.py)
 from ..models import modeling
 from ..params import ParamError, Params
-from . import distributed, resume
+from . import adapters, distributed, resume
 from .stage_folder import StageFolder
 
 FP16_INIT_SCALE = 2.0 ** 16  # GradScaler's first loss scale (halved on every overflow)
@@ -67,14 +67,14 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, decay_fraction: fl
     return max(0.0, (total_steps - step) / (total_steps - decay_start + 1))
 
 
-def make_optimizer(model: torch.nn.Module, p: Params, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, p: Params, device: torch.device, lr: float | None = None) -> torch.optim.AdamW:
     # Decay matrices (embedding included, as nanoGPT does), not norm weights or biases.
     params = [q for q in model.parameters() if q.requires_grad]
     groups = [
         {"params": [q for q in params if q.dim() >= 2], "weight_decay": p.weight_decay},
         {"params": [q for q in params if q.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=p.lr, betas=(p.adam_beta1, p.adam_beta2), eps=p.adam_eps,
+    return torch.optim.AdamW(groups, lr=p.lr if lr is None else lr, betas=(p.adam_beta1, p.adam_beta2), eps=p.adam_eps,
                              fused=device.type == "cuda")
 
 
@@ -87,6 +87,7 @@ class Stage:
     steps: int | None = None  # None: one pass over the stream
     eval_texts: dict[str, list[str]] = field(default_factory=dict)  # lang -> held-out texts for bpb
     save_checkpoints: bool = True
+    lr: float | None = None  # peak learning rate; None: p.lr (LoRA stages: p.lora_lr)
 
 
 def _batch(data: PackedTokens, first_block: int, n: int, seq_len: int, n_blocks: int) -> torch.Tensor:
@@ -165,12 +166,12 @@ def _micro_batches_per_rank(p: Params) -> int:
     return p.grad_accum // world
 
 
-def _prepare(model, p: Params, where: Placement):
+def _prepare(model, p: Params, where: Placement, lr: float | None):
     """(the module forward/backward runs through, the optimiser): DDP or FSDP across processes, compiled
     if asked. `model` itself stays the plain module that is evaluated and saved."""
     model.to(where.device).train()
     train_model = distributed.wrap(model, p.distributed, where.device)
-    opt = make_optimizer(model, p, where.device)  # after wrapping: FSDP swaps in sharded parameters
+    opt = make_optimizer(model, p, where.device, lr)  # after wrapping: FSDP swaps in sharded parameters
     if where.compile:
         train_model = torch.compile(train_model)
     return train_model, opt
@@ -205,11 +206,14 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
     accum = _micro_batches_per_rank(p)
     torch.manual_seed(p.seed)
     key = resume.resume_key(model, stage, p, total, data)
-    train_model, opt = _prepare(model, p, where)
+    train_model, opt = _prepare(model, p, where, stage.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total, p.warmup_steps, p.decay_fraction))
     scaler = grad_scaler(where, model)
-    counts = modeling.count_parameters(model)
+    lora = adapters.is_peft(model)
+    counts = modeling.count_parameters(adapters.folded(model) if lora else model)
+    trainable = adapters.trainable_count(model)
+    per_token_total, per_token_non_embedding = adapters.step_flops(counts, trainable, full=not lora)
     save_every = max(1, round(p.checkpoint_every_tokens / p.tokens_per_step))
     eval_every = max(1, round((p.train_eval_every_tokens or p.checkpoint_every_tokens) / p.tokens_per_step))
     folder = StageFolder(stage.out_dir)
@@ -230,18 +234,20 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
 
     def checkpoint(step: int, save: bool) -> None:
         tokens = step * p.tokens_per_step
-        bpb = _eval_bpb(model, tokenizer, stage, p, where)
+        plain = adapters.folded(model)  # the fast scorer reads plain Llama weights
+        bpb = _eval_bpb(plain, tokenizer, stage, p, where)
+        model.train()
         for lang, value in bpb.items():
             curve_rows.append({"stage": stage.name, "step": step, "tokens": tokens,
-                               "flops_total": 6 * counts["total"] * tokens,
-                               "flops_non_embedding": 6 * counts["non_embedding"] * tokens,
+                               "flops_total": per_token_total * tokens,
+                               "flops_non_embedding": per_token_non_embedding * tokens,
                                "lang": lang, "bpb": value})
         if save and 0 < step < total:
             parameters = distributed.full_parameters(model)  # collectives under FSDP: every rank takes part
             opt_state = distributed.full_optimizer_state(model, opt)
             if main:
                 if stage.save_checkpoints and p.keep_checkpoints != 0:
-                    _save(model, tokenizer, folder.checkpoint(step), step,
+                    _save(plain, tokenizer, folder.checkpoint(step), step,
                           parameters if distributed.sharded(model) else None)
                     resume.prune(folder.checkpoints, p.keep_checkpoints)
                 resume.save(resume_root, step, key, parameters, opt_state, sched, scaler, log_rows, curve_rows)
@@ -302,9 +308,10 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
     final = distributed.full_parameters(model) if distributed.sharded(model) else None
     tokens = total * p.tokens_per_step
     summary = {"stage": stage.name, "steps": total, "tokens": tokens,
-               "flops_total": 6 * counts["total"] * tokens,
-               "flops_non_embedding": 6 * counts["non_embedding"] * tokens,
+               "flops_total": per_token_total * tokens,
+               "flops_non_embedding": per_token_non_embedding * tokens,
                "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
+               "params_trainable": trainable,
                "seconds": round(elapsed, 2), "tokens_per_second": round((total - start) * p.tokens_per_step
                                                                         / max(elapsed, 1e-9)),
                "resumed_from_step": start, "processes": distributed.world_size(),
@@ -313,7 +320,9 @@ def train(model, tokenizer, stage: Stage, p: Params, log=print) -> dict:
     if scaler is not None:
         summary["skipped_steps"] = skipped
     if main:
-        _save(model, tokenizer, folder.final, total, final)
+        _save(adapters.folded(model), tokenizer, folder.final, total, final)
+        if lora:
+            adapters.save_adapter(model, folder.adapter)
         _write_csv(folder.train_log, log_rows)
         _write_csv(folder.curve, curve_rows)
         atomic.write_json(folder.summary, summary)

@@ -32,6 +32,11 @@ class StageFolder:
         return self.root / "final"
 
     @property
+    def adapter(self) -> Path:
+        """A LoRA stage's adapter in peft's format (final/ and the checkpoints hold it folded in)."""
+        return self.root / "adapter"
+
+    @property
     def checkpoints(self) -> Path:
         """checkpoints/step_N: the model every `checkpoint_every_tokens` (05_eval scores each)."""
         return self.root / "checkpoints"
