@@ -341,10 +341,11 @@ def validate(p: Params, need_data: bool = True) -> Params:
     p.replay_reference_lang = _lang(p.replay_reference_lang)
     for setup in p.setups:
         _choice("setup", setup, SETUPS)
+    from .merging.adapters import PEFT_METHODS  # peft's own adapter merges (LoRA setups only)
     from .merging.engine import METHODS  # the registry of merge methods is the list of valid choices
 
     for method in p.merge_methods:
-        _choice("merge method", method, tuple(METHODS))
+        _choice("merge method", method, (*METHODS, *PEFT_METHODS))
     p.cpt_steps = _per_lang("cpt_steps", p.cpt_steps)
     p.cpt_checkpoint_every_tokens = _per_lang("cpt_checkpoint_every_tokens", p.cpt_checkpoint_every_tokens)
     for key in ("seq_len", "micro_batch_size", "global_batch_size", "hidden_size", "num_layers", "num_heads",

@@ -101,3 +101,62 @@ def test_lora_parameters_enter_only_lora_steps_and_are_checked_in_one_line():
         with pytest.raises(ParamError) as err:
             load_params("smoke", overrides, need_data=False)
         assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_lora_setups_run_through_the_pipeline_on_fetched_bases(tmp_path, monkeypatch):
+    """models_from hub: the English bases are fetched, the adapters trained here on 01_data's streams,
+    then merged with the registry (on the folded models) and with peft's cat, which agree."""
+    import numpy as np
+    from released_hub import FakeHub, published, stand_ins
+    from test_merging import load_tensors
+
+    from hyperllama_lib import artifacts
+    from hyperllama_lib.corpus import packing
+    from hyperllama_lib.pipeline import cpt, evaluate, layout, merge, upscale
+
+    p = load_params("smoke", {"run_dir": str(tmp_path / "run"), "models_from": "hub", "langs": ["est", "fao"],
+                              "setups": ["1x_lora", "2x_lora"], "merge_methods": ["linear", "ties", "peft_cat"],
+                              "lora_rank": 4, "seq_len": 16, "global_batch_size": 4, "micro_batch_size": 4,
+                              "checkpoint_every_tokens": 128}, need_data=False)
+    dp = layout.of(p).data
+    vocab = 97
+    tok = toy_tokenizer_of(vocab)
+    tok.save_pretrained(dp.tokenizer)
+    rng = np.random.default_rng(0)
+    for lang in ("est", "fao", "multilingual"):
+        packing.write_tokens(dp.train(lang), [rng.integers(3, vocab, size=4 * 16 * 4).tolist()], vocab)
+    for lang in ("eng", "est", "fao"):
+        dp.heldout(lang).parent.mkdir(parents=True, exist_ok=True)
+        dp.heldout(lang).write_text("t3 t4 t5 t6 t7\n")
+    artifacts.atomic.write_json(dp.plan, {"vocab_size": vocab, "cpt_steps": {"est": 4, "fao": 4, "multilingual": 4}})
+    with artifacts.Step(p.run_path, layout.DATA_STEP, {"fake": True}) as s:
+        s.outputs = [dp.root]
+    hub = FakeHub(tmp_path / "cache", stand_ins(tmp_path / "hub", {
+        r: k for r, k in published(["est"], matching=()).items() if "english" in r}, tokenizer=tok))
+    monkeypatch.setattr("huggingface_hub.snapshot_download", hub)
+
+    upscale.run(p, log=lambda m: None)
+    for lang in ("est", "fao"):
+        cpt.run(p, lang, log=lambda m: None)
+    assert hub.asked == ["liu-nlp/hyperllama-180m-english-1x", "liu-nlp/hyperllama-572m-english-1x-cloned"]
+    where, manifest = layout.of(p), artifacts.Manifest(p.run_path)
+    entry = manifest.entry("cpt/2x_lora/est")
+    assert entry["params"]["lora_rank"] == 4 and "lora_rank" not in manifest.entry("english/base_2x")["params"]
+    assert (where.cpt_adapter("2x_lora", "est") / "adapter_config.json").is_file()
+    merges = merge.run(p, log=lambda m: None)
+    assert list(merges.method) == ["linear", "ties", "peft_cat"] * 2
+    for setup in ("1x_lora", "2x_lora"):
+        ours, theirs = (load_tensors(where.merged_model(setup, m)) for m in ("linear", "peft_cat"))
+        assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-5
+    kinds = {(e.kind, e.setup) for e in evaluate.models(p)}
+    assert ("merged", "2x_lora") in kinds and ("cpt", "1x_lora") in kinds
+
+
+def toy_tokenizer_of(vocab: int):
+    from tokenizers import Tokenizer
+    from tokenizers import models as tm
+    from transformers import PreTrainedTokenizerFast
+
+    words = {f"t{i}": i for i in range(vocab)}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(tm.WordLevel(words, unk_token="t0")),
+                                   bos_token="t1", eos_token="t2")

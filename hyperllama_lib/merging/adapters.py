@@ -43,6 +43,7 @@ Tensor = torch.Tensor
 
 MIN_PEFT = (0, 19)  # peft 0.19 fixed DARE's rescaling in add_weighted_adapter
 PEFT_COMBINATIONS = ("cat", "svd")
+PEFT_METHODS = tuple(f"peft_{c}" for c in PEFT_COMBINATIONS)  # their names as 04_merge methods (LoRA setups)
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 

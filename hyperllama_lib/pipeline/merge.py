@@ -17,9 +17,9 @@ import pandas as pd
 
 from .. import artifacts, fingerprints, languages, merging
 from ..errors import DiskSpaceError
-from ..merging import fisher_information, recipe
+from ..merging import adapters, fisher_information, recipe
 from ..models import released
-from ..params import MissingInputError, Params
+from ..params import LORA_SETUPS, MissingInputError, Params
 from . import layout
 
 
@@ -93,6 +93,27 @@ def check_disk(p: Params) -> None:
                              "choose another run_dir, or merge fewer (merge_subsets: full, merge_methods, setups)")
 
 
+def _peft_merges(p: Params, setup: str, method: str, inputs: dict, log) -> list[dict]:
+    """peft's own merge of a LoRA setup's adapters (`add_weighted_adapter`, merging/adapters.py), for the
+    combinations that are functions of the dense deltas: cat (their weighted sum) and svd (truncated)."""
+    rows, where = [], layout.of(p)
+    base_name = where.base_step(setup)
+    for langs in layout.merge_subsets(p):
+        params = {**p.subset(fingerprints.keys("merge")), "method": method, "langs": list(langs)}
+        fps = [layout.require(p, base_name)] + [inputs[lang][1] for lang in langs]
+        out = where.merged_model(setup, method, langs)
+        with artifacts.Step(p.run_path, where.merge_step(setup, method, langs), params, fps, log=log) as s:
+            if s.todo:
+                adapters.peft_merge(where.base_model(setup), [where.cpt_adapter(setup, lang) for lang in langs], out,
+                                    # normalize: cat with weights w_i / sum(w) is our linear merge
+                                    weights=[1 / len(langs) if p.merge_normalize else p.merge_weight] * len(langs),
+                                    combination_type=method.removeprefix("peft_"), overwrite=True)
+                s.outputs = [out]
+        rows.append({"setup": setup, "method": method, "langs": layout.subset_label(langs), "models": len(langs),
+                     "base": base_name.removeprefix("english/"), "path": str(out)})
+    return rows
+
+
 def run(p: Params, log=print) -> pd.DataFrame:
     rows, where = [], layout.of(p)
     check_disk(p)
@@ -100,6 +121,9 @@ def run(p: Params, log=print) -> pd.DataFrame:
         inputs = _inputs(p, setup)
         fisher_fps: dict[str, str] = {}
         for method in p.merge_methods:
+            if method in adapters.PEFT_METHODS:
+                rows += _peft_merges(p, setup, method, inputs, log) if setup in LORA_SETUPS else []
+                continue
             needs_fisher = merging.get_method(method).needs_importance
             if needs_fisher and not fisher_fps:
                 fisher_fps = {lang: estimate_fisher(p, setup, lang, *inputs[lang], log=log) for lang in p.langs}
