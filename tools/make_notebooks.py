@@ -147,6 +147,12 @@ mixtures at once. Optimiser: AdamW (0.9, 0.95), weight decay 0.01, clip 1.0, war
 linear decay to 0 over the last 20%, a fresh optimiser per stage. Checkpoints are saved at fixed token
 intervals and held-out bits per byte of the target language and of English are logged at each.
 
+**LoRA setups** (beyond the paper): `1x_lora`, `2x_lora` and `1x_cloned_lora` train a peft LoRA adapter on
+the same base with the same data, steps and schedule (`lora_rank`, `lora_alpha`, `lora_target_modules`,
+`lora_lr`, `lora_embeddings`; README "LoRA language adapters"). The adapter is saved in peft's format
+(`adapter/`) and folded into the base (`final/`), which is what evaluation and merging read. A LoRA step
+costs 4 x N + 6 x N_lora FLOPs per token (no weight gradients for the frozen weights) against 6 x N.
+
 Run once per language: `papermill notebooks/03_cpt.ipynb out.ipynb -p lang persian` (all setups), or
 once per language and setup, as `hyperllama reproduce` does: `... -p lang persian -y "setups: [2x]"`.
 With `-p models_from hub` the authors' adapted models are fetched from the Hub instead
@@ -193,6 +199,12 @@ information of each model on its own training text (exact per-window squared gra
 
 05_eval evaluates every merge beside the paper's methods; 06_analysis compares them with the jointly
 trained multilingual model.
+
+**LoRA setups.** Their folded models merge with every method above against their base, i.e. on the
+adapters' dense weight deltas. `peft_cat` and `peft_svd` use peft's own `add_weighted_adapter` on the
+adapters instead: `cat` is the exact weighted sum of the deltas (with normalize, our linear merge), `svd`
+that sum truncated by SVD. peft's ties and DARE variants are not offered: they merge the factors A and B
+separately, which depends on how each delta happens to be factorised.
 
 **Which base?** `merge_base: setup` (the default) takes task vectors against the model each setup adapted,
 as described above. The authors' own mergekit files do otherwise (`merge_base: authors`): every 1x_cloned
