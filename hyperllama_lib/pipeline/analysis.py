@@ -31,8 +31,8 @@ from .. import artifacts, languages
 from ..params import MissingInputError, Params  # noqa: E402
 from . import cpt, evaluate, layout, report  # noqa: E402
 
-SETUP_ORDER = ["1x", "1x_cloned", "2x"]
-PALETTE = dict(zip(SETUP_ORDER, sns.color_palette("colorblind", 3)))
+SETUP_ORDER = ["1x", "1x_cloned", "2x", "1x_lora", "2x_lora", "1x_cloned_lora"]
+PALETTE = dict(zip(SETUP_ORDER, sns.color_palette("colorblind", len(SETUP_ORDER))))
 ROW_FILES = {"results": "results_tidy.csv", "curves": "curves.csv", "data_stats": "data_stats.csv",
              "run_info": "run_info.csv"}
 CONVENTIONS = {"flops_total": "all parameters", "flops_non_embedding": "non-embedding parameters"}
