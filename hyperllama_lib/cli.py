@@ -185,12 +185,17 @@ def _merge_config(args) -> int:
                          f"{', '.join(given)}")
     out, plan = mergekit_config.run(args.config, args.out, mergekit_config.parse_maps(args.map), seed=args.seed,
                                     overwrite=args.overwrite, progress=sys.stderr.isatty())
-    manifest = json.loads((out / "merge.json").read_text())
-    settings = ", ".join(f"{k}={v}" for k, v in manifest["parameters"].items())
     unused = (f"; accepted without effect, as in mergekit: {', '.join(plan.accepted_without_effect)}"
               if plan.accepted_without_effect else "")
-    print(f"merged {len(plan.models)} models with {plan.method} ({settings}; weights {manifest['weights']}) "
-          f"-> {out} ({manifest['dtype']}) from {args.config}{unused}")
+    return _merged(args, out, len(plan.models), plan.method, f" from {args.config}{unused}")
+
+
+def _merged(args, out: Path, n: int, method: str, more: str = "") -> int:
+    """Print what a merge did (from its merge.json); also write its mergekit config if asked."""
+    manifest = json.loads((out / "merge.json").read_text())
+    settings = ", ".join(f"{k}={v}" for k, v in manifest["parameters"].items())
+    print(f"merged {n} models with {method} ({settings}; weights {manifest['weights']}) -> {out} "
+          f"({manifest['dtype']}){more}")
     if args.mergekit_yaml:
         atomic.write_text(Path(args.mergekit_yaml), (out / "mergekit_config.yml").read_text())
         print(f"wrote the mergekit config to {args.mergekit_yaml}")
@@ -226,14 +231,7 @@ def cmd_merge(args) -> int:
     out = merging.merge_models(method.name, args.models, args.out, base_dir=args.base, weights=weights,
                                importances=args.importance, dtype=dtype, overwrite=args.overwrite,
                                progress=sys.stderr.isatty(), **params)
-    manifest = json.loads((out / "merge.json").read_text())
-    settings = ", ".join(f"{k}={v}" for k, v in manifest["parameters"].items())
-    print(f"merged {n} models with {method.name} ({settings}; weights {manifest['weights']}) -> {out} "
-          f"({dtype})")
-    if args.mergekit_yaml:
-        atomic.write_text(Path(args.mergekit_yaml), (out / "mergekit_config.yml").read_text())
-        print(f"wrote the mergekit config to {args.mergekit_yaml}")
-    return 0
+    return _merged(args, out, n, method.name)
 
 
 def cmd_fisher(args) -> int:

@@ -132,8 +132,17 @@ def _config_counts(c: LlamaConfig) -> dict[str, int]:
     return {"total": embedding + non_embedding, "embedding": embedding, "non_embedding": non_embedding}
 
 
-def count_parameters(model_or_config: nn.Module | LlamaConfig) -> dict[str, int]:
-    """Parameter counts; 'embedding' is the input embedding plus an untied output head."""
+def load_config(path: str | Path) -> LlamaConfig:
+    """The config of a model folder (llama or hyperllama), without remote code."""
+    register()
+    return AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+
+
+def count_parameters(model_or_config: nn.Module | LlamaConfig | str | Path) -> dict[str, int]:
+    """Parameter counts of a model, a config or a model folder; 'embedding' is the input embedding plus an
+    untied output head."""
+    if isinstance(model_or_config, (str, Path)):
+        model_or_config = load_config(model_or_config)
     if isinstance(model_or_config, LlamaConfig):
         return _config_counts(model_or_config)
     model = model_or_config

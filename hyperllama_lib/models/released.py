@@ -33,8 +33,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import AutoConfig
-
 from .. import languages
 from ..artifacts import atomic, checkpoints
 from ..errors import ModelFolderError, ReleasedModelError  # noqa: F401  (defined in errors.py)
@@ -232,17 +230,11 @@ def download_size(repo: str, revision: str | None = None) -> int | None:
     return sum(x or 0 for x in sizes) if sizes and all(x is not None for x in sizes) else None
 
 
-def parameter_count(model_dir: Path) -> dict[str, int]:
-    modeling.register()
-    return modeling.count_parameters(AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False))
-
-
 def clone_source_parameters(model_dir: Path, factor: int = 2) -> dict[str, int]:
     """Parameter counts of the model a x`factor` HyperClone in model_dir was made from (width / factor)."""
     from transformers import LlamaConfig
 
-    modeling.register()
-    d = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False).to_dict()
+    d = modeling.load_config(model_dir).to_dict()
     for key in ("hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size"):
         d[key] //= factor
     d = {k: v for k, v in d.items() if k not in ("model_type", "lm_head_normalization_factor", "architectures")}
@@ -251,7 +243,7 @@ def clone_source_parameters(model_dir: Path, factor: int = 2) -> dict[str, int]:
 
 def training_record(model_dir: Path, steps: int, tokens_per_step: int) -> dict:
     """The steps, tokens and FLOPs that training would record, for the recipe the model was trained with."""
-    counts = parameter_count(model_dir)
+    counts = modeling.count_parameters(model_dir)
     tokens = steps * tokens_per_step
     return {"steps": steps, "tokens": tokens, "flops_total": 6 * counts["total"] * tokens,
             "flops_non_embedding": 6 * counts["non_embedding"] * tokens, "params_total": counts["total"],

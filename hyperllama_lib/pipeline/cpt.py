@@ -72,7 +72,7 @@ def _fetch(p: Params, setup: str, lang: str, steps: int, vocab_size: int, data_f
 def _matching_record(p: Params, steps_1x: int, model_dir) -> dict:
     """The training record of a -matching-1x checkpoint: the step at which its run's FLOPs equal the final
     1x run's, the 1x model being its HyperCloning source (half the width): an inference, see released.py."""
-    counts = released.parameter_count(model_dir)
+    counts = modeling.count_parameters(model_dir)
     one_x = released.clone_source_parameters(model_dir)
     step = released.matching_steps(steps_1x, one_x["total"], counts["total"])
     return {**released.training_record(model_dir, step, p.tokens_per_step), "matching_1x_steps": steps_1x}

@@ -18,7 +18,7 @@ import pandas as pd
 from .. import artifacts, fingerprints, languages, merging
 from ..errors import DiskSpaceError
 from ..merging import adapters, fisher_information, recipe
-from ..models import released
+from ..models import modeling
 from ..params import LORA_SETUPS, MissingInputError, Params
 from . import layout
 
@@ -82,7 +82,7 @@ def check_disk(p: Params) -> None:
         base = where.base_model(setup)
         if not base.is_dir():
             continue
-        size = released.parameter_count(base)["total"] * DTYPE_BYTES[p.merge_dtype]
+        size = modeling.count_parameters(base)["total"] * DTYPE_BYTES[p.merge_dtype]
         for method in p.merge_methods:
             missing = [s for s in layout.merge_subsets(p) if not where.merged_model(setup, method, s).is_dir()]
             need, count = need + size * len(missing), count + len(missing)

@@ -28,8 +28,6 @@ from ..artifacts import atomic
 from ..corpus.packing import PackedTokens
 from ..params import Params
 
-TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
 
 def is_peft(model) -> bool:
     from peft import PeftModel
@@ -86,8 +84,3 @@ def step_flops(counts: dict[str, int], trainable: int, full: bool) -> tuple[int,
     if full:
         return 6 * counts["total"], 6 * counts["non_embedding"]
     return 4 * counts["total"] + 6 * trainable, 4 * counts["non_embedding"] + 6 * trainable
-
-
-def parameters_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
