@@ -388,8 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
         p_.add_argument("--run-dir", help="where artifacts go (default runs/<scale>, or $HYPERLLAMA_RUNS/<scale>)")
         p_.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any parameter of the YAML (repeatable), e.g. --set precision=fp16")
-    cp.add_argument("--lang", required=True, help="target language (code or name) or multilingual")
-    cp.add_argument("--setups", help="comma-separated setups (1x, 1x_cloned, 2x); default: all three")
+    cp.add_argument("--lang", required=True,
+                    help="target language (code or name), multilingual, or each (every target language)")
+    cp.add_argument("--setups", help="comma-separated setups (1x, 1x_cloned, 2x, 1x_lora, 2x_lora, 1x_cloned_lora); "
+                                     "default: the scale's")
     up.set_defaults(func=cmd_upscale)
     cp.set_defaults(func=cmd_cpt)
 

@@ -128,6 +128,7 @@ NO_STEP: dict[str, str] = {
     "compile": "torch.compile of the training forward: the same computation with other kernels",
     "merge_methods": "selects methods; each merge records its method",
     "merge_subsets": "selects language subsets; each merge records its languages",
+    "cpt_jobs": "how the grid runner groups 03_cpt into notebook jobs",
     "eval_jobs": "how the grid runner groups 05_eval into notebook jobs",
     "multiblimp_pairs_per_phenomenon": "05_eval fingerprints the sampled MultiBLiMP pairs themselves",
     "mpararel_pairs_per_relation": "05_eval fingerprints the sampled mParaRel pairs themselves",

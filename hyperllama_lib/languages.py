@@ -28,6 +28,7 @@ LANGUAGES: dict[str, Language] = {
 TARGET_LANGUAGES = ("est", "fao", "isl", "fas", "swe")  # the five adaptation targets
 ENGLISH = "eng"
 MULTILINGUAL = "multilingual"  # the jointly trained model over all target languages
+EACH = "each"  # 03_cpt: one model per target language of the run, one after another (one notebook job)
 _BY_NAME = {lang.name: lang.code for lang in LANGUAGES.values()}
 # other labels datasets use for our languages: ISO 639-1, and the individual-language ISO 639-3 codes of
 # Standard Estonian and Iranian Persian (FineWeb-2's ekk_Latn; pes)

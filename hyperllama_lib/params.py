@@ -24,6 +24,7 @@ SCALES = ("smoke", "tiny", "small", "paper", "small_t4", "released")
 FULL_SETUPS = ("1x", "1x_cloned", "2x")  # continued pretraining of every weight
 LORA_SETUPS = ("1x_lora", "2x_lora", "1x_cloned_lora")  # a peft LoRA adapter on the same base (training/adapters.py)
 SETUPS = FULL_SETUPS + LORA_SETUPS
+DEFAULT_SETUPS = FULL_SETUPS + ("1x_lora", "2x_lora")  # 1x_cloned_lora only when asked for
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DATA_ENV = "HYPERLLAMA_DATA"
 RUNS_ENV = "HYPERLLAMA_RUNS"
@@ -34,9 +35,9 @@ class Params:
     scale: str = "tiny"
     seed: int = 1234
     # selection (notebook parameters)
-    lang: str | None = None  # 03_cpt: one target language (code or name) or "multilingual"
+    lang: str | None = None  # 03_cpt: one target language (code or name), "multilingual", or "each" (every one of langs)
     langs: list = field(default_factory=lambda: list(languages.TARGET_LANGUAGES))
-    setups: list = field(default_factory=lambda: list(FULL_SETUPS))
+    setups: list = field(default_factory=lambda: list(DEFAULT_SETUPS))
     # paths (None: environment variable, then the default beside the repository)
     data_dir: str | None = None
     run_dir: str | None = None
@@ -130,6 +131,9 @@ class Params:
     fisher_tokens: int = 8192  # tokens of each model's training stream for its diagonal Fisher
     fisher_floor: float = 1e-6  # Fisher values below this count as this (fisher, fisher_ties)
     fisher_normalize: bool = True  # scale each model's Fisher to mean 1 over all its parameters
+    # grid jobs of 03_cpt: per_language (one per setup and language; parallel GPUs, cluster schedulers) or
+    # per_setup (one per setup for its monolingual models, one for its multilingual model: fewer kernels)
+    cpt_jobs: str = "per_language"
     # evaluation
     # grid jobs of 05_eval: per_model (one per base / CPT model with its checkpoints / multilingual / merges;
     # what a cluster wants) or per_setup (one per setup: fewer notebook kernels, ~10 s of imports each)
@@ -311,6 +315,7 @@ def validate(p: Params, need_data: bool = True) -> Params:
     _choice("compile", p.compile, ("auto", "true", "false"))
     _choice("merge_dtype", p.merge_dtype, ("float32", "bfloat16", "float16"))
     _choice("merge_subsets", p.merge_subsets, ("full", "all"))
+    _choice("cpt_jobs", p.cpt_jobs, ("per_language", "per_setup"))
     _choice("eval_jobs", p.eval_jobs, ("per_model", "per_setup"))
     _choice("models_from", p.models_from, ("train", "hub"))
     _choice("merge_base", p.merge_base, ("setup", "authors"))
@@ -325,11 +330,14 @@ def validate(p: Params, need_data: bool = True) -> Params:
     for lang in p.langs:
         if lang not in languages.TARGET_LANGUAGES:
             raise ParamError(f"{lang!r} is not a target language; valid choices: {', '.join(languages.TARGET_LANGUAGES)}")
-    if p.lang is not None:
+    if p.lang is not None and str(p.lang).lower() != languages.EACH:
         p.lang = _lang(p.lang, allow_multilingual=True)
         if p.lang == languages.ENGLISH:
             raise ParamError("lang 'eng' is the source language; valid choices: "
-                             f"{', '.join(languages.TARGET_LANGUAGES)}, {languages.MULTILINGUAL} (or their names)")
+                             f"{', '.join(languages.TARGET_LANGUAGES)}, {languages.MULTILINGUAL}, {languages.EACH} "
+                             "(or their names)")
+    elif p.lang is not None:
+        p.lang = languages.EACH
     if p.eval_models is not None and p.eval_models not in ("base", "merged"):
         try:
             p.eval_models = _lang(p.eval_models, allow_multilingual=True)

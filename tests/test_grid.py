@@ -21,9 +21,9 @@ def smoke(tmp_path=None, **overrides):
 
 
 def test_plan_has_every_job_once_in_dependency_order():
-    jobs = runner.plan_jobs(smoke(eval_jobs="per_model"))
+    jobs = runner.plan_jobs(smoke(eval_jobs="per_model", cpt_jobs="per_language"))
     names = [j.name for j in jobs]
-    assert len(names) == len(set(names)) == 1 + 1 + 3 * 6 + 3 + 3 * 8 + 1
+    assert len(names) == len(set(names)) == 1 + 1 + 5 * 6 + 5 + 5 * 8 + 1  # 5 default setups, 2 of them LoRA
     assert len({j.label for j in jobs}) == len(jobs)
     seen = set()
     for job in jobs:
@@ -39,18 +39,32 @@ def test_plan_has_every_job_once_in_dependency_order():
 
 
 def test_plan_follows_languages_setups_and_methods():
-    jobs = runner.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], merge_methods=[], eval_jobs="per_model"))
+    jobs = runner.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], merge_methods=[], eval_jobs="per_model",
+                                  cpt_jobs="per_language"))
     assert [j.name for j in jobs] == ["data", "upscale", "cpt/2x/multilingual", "cpt/2x/est", "cpt/2x/fao",
                                       "eval/2x/base", "eval/2x/multilingual", "eval/2x/est", "eval/2x/fao",
                                       "analysis"]
-    per_setup = runner.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], eval_jobs="per_setup"))
+    per_setup = runner.plan_jobs(smoke(langs=["est", "fao"], setups=["2x"], eval_jobs="per_setup",
+                                       cpt_jobs="per_language"))
     assert [j.name for j in per_setup][-2:] == ["eval/2x", "analysis"]
     assert per_setup[-2].deps == ("upscale", "cpt/2x/multilingual", "cpt/2x/est", "cpt/2x/fao", "merge/2x")
     assert per_setup[-2].parameters == {"setups": ["2x"]}
 
 
+def test_cpt_jobs_per_setup_trains_each_language_in_one_job():
+    jobs = runner.plan_jobs(smoke(langs=["est", "fao"], setups=["2x", "1x_lora"], eval_jobs="per_setup",
+                                  cpt_jobs="per_setup"))
+    by_name = {j.name: j for j in jobs}
+    assert [n for n in by_name if n.startswith("cpt/")] == ["cpt/2x/multilingual", "cpt/2x/each",
+                                                            "cpt/1x_lora/multilingual", "cpt/1x_lora/each"]
+    assert by_name["cpt/2x/each"].parameters == {"lang": "each", "setups": ["2x"]}
+    assert by_name["cpt/2x/each"].label == "03_cpt-2x-each"
+    assert by_name["merge/1x_lora"].deps == ("cpt/1x_lora/each",)
+    assert by_name["eval/2x"].deps == ("upscale", "cpt/2x/multilingual", "cpt/2x/each", "merge/2x")
+
+
 def test_only_selects_steps_with_what_they_need():
-    jobs = runner.select_jobs(runner.plan_jobs(smoke()), ["merge/2x"])
+    jobs = runner.select_jobs(runner.plan_jobs(smoke(cpt_jobs="per_language")), ["merge/2x"])
     assert [j.name for j in jobs] == ["data", "upscale", *[f"cpt/2x/{lang}" for lang in ALL], "merge/2x"]
     with pytest.raises(ParamError, match="no step matches"):
         runner.select_jobs(runner.plan_jobs(smoke()), ["cpt/3x/*"])

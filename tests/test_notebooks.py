@@ -1,6 +1,6 @@
 """Every notebook under papermill at smoke scale, through `hyperllama reproduce` (killed once while it
 trains, then resumed), then the re-run and error paths. The smoke run, on two languages, is shared by
-the module (it takes about three minutes: most of it is starting 18 notebook kernels)."""
+the module (it takes about three minutes: most of it is starting 23 notebook kernels)."""
 import importlib.util
 import json
 import signal
@@ -47,7 +47,7 @@ def smoke_run(tmp_path_factory):
                                 stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None:
-            if any((record(run_dir, f"03_cpt-{s}-est") or {}).get("state") == "running" for s in ("1x", "2x")):
+            if any((record(run_dir, f"03_cpt-{s}-each") or {}).get("state") == "running" for s in ("1x", "2x")):
                 time.sleep(3)  # inside the notebook, training
                 break
             time.sleep(0.5)
@@ -87,7 +87,9 @@ def test_committed_notebooks_are_what_the_generator_writes(tmp_path):
 def test_reproduce_runs_every_notebook(smoke_run):
     run_dir, res, _ = smoke_run
     executed = sorted(p.stem for p in (run_dir / "notebooks").glob("*.ipynb"))
-    assert executed == expected_labels() and len(executed) == 18
+    # data, upscale; per setup (5 by default, 2 of them LoRA) a multilingual and an "each" CPT job, a merge
+    # and an evaluation; analysis
+    assert executed == expected_labels() and len(executed) == 2 + 5 * 4 + 1
     assert sorted(p.stem for p in (run_dir / "notebooks").glob("*.html")) == executed
     assert all(record(run_dir, label)["state"] == "done" for label in executed)
     for name in ["bpb_vs_target_tokens", "english_bpb_during_cpt", "english_blimp_before_after", "bpb_vs_training_flops",
@@ -121,12 +123,12 @@ def test_status_and_plan_of_the_finished_grid(smoke_run):
     common = ["--scale", "smoke", "--langs", "est,fao", "--run-dir", str(run_dir)]
     status = run_cli("status", *common)
     assert status.returncode == 0, status.stderr
-    assert "18 of 18 steps done" in status.stdout and "cpt/2x/fao" in status.stdout
+    assert "23 of 23 steps done" in status.stdout and "cpt/2x_lora/each" in status.stdout
     plan = run_cli("plan", *common)
     lines = plan.stdout.strip().splitlines()
-    assert len(lines) == 18 and all(line.startswith("papermill notebooks/0") for line in lines)
+    assert len(lines) == 23 and all(line.startswith("papermill notebooks/0") for line in lines)
     again = run_cli("reproduce", *common)
-    assert again.returncode == 0 and again.stdout.count("up to date, skipped") == 18, again.stdout[-2000:]
+    assert again.returncode == 0 and again.stdout.count("up to date, skipped") == 23, again.stdout[-2000:]
 
 
 def test_results_are_real_and_complete(smoke_run):
@@ -134,8 +136,8 @@ def test_results_are_real_and_complete(smoke_run):
     results = pd.read_csv(run_dir / "results" / "results.csv")
     models = set(results.model)
     assert {"base_1x", "base_2x", "base_1x_cloned"} <= models
-    assert len([m for m in models if m.startswith("cpt-")]) == 3 * 3
-    assert {f"merged-{s}-{m}" for s in ("1x", "1x_cloned", "2x") for m in ("linear", "ties")} <= models
+    assert len([m for m in models if m.startswith("cpt-")]) == 5 * 3
+    assert {f"merged-{s}-{m}" for s in ("1x", "1x_cloned", "2x", "1x_lora", "2x_lora") for m in ("linear", "ties")} <= models
     blimp = results[(results.benchmark == "blimp") & results.metric.str.startswith("accuracy")].value
     assert blimp.between(0, 1).all() and blimp.nunique() > 1
     bpb = results[results.metric == "bpb"].value

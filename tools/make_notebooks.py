@@ -155,13 +155,15 @@ costs 4 x N + 6 x N_lora FLOPs per token (no weight gradients for the frozen wei
 
 Run once per language: `papermill notebooks/03_cpt.ipynb out.ipynb -p lang persian` (all setups), or
 once per language and setup, as `hyperllama reproduce` does: `... -p lang persian -y "setups: [2x]"`.
+`-p lang each` trains every target language of the run, one after another, in one kernel (the grid's
+`cpt_jobs: per_setup`, used at `smoke` and `tiny`, where importing torch costs more than a tiny model's training).
 With `-p models_from hub` the authors' adapted models are fetched from the Hub instead
 (`liu-nlp/hyperllama-{180m|572m}-{language}-{1x|1x-cloned|2x}`; `released_repo_pattern`, `released_repos`),
 with the training steps, tokens and FLOPs of the paper's recipe, and there are no training curves. For the
 572M setups the notebook also fetches the `-matching-1x` checkpoint where the authors released one. Nothing
 public says what it matches; we read it as the checkpoint whose training FLOPs equal those of the final 1x
 model (the step `steps x params(1x) / params(572M)`), and 06_analysis uses it as the FLOP-matched point."""),
-("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper | released\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual (or ISO codes)\n# setups: as in the YAML (all three) unless given; the grid runner trains one per job: -y "setups: [2x]"', "parameters"),
+("code", '# Parameters (papermill -p overrides these and any key of params/<scale>.yaml)\nscale = "tiny"  # smoke | tiny | small | small_t4 | paper | released\nlang = "estonian"  # estonian | faroese | icelandic | persian | swedish | multilingual | each (or ISO codes)\n# setups: as in the YAML unless given; the grid runner trains one per job: -y "setups: [2x]"', "parameters"),
 ("code", SETUP.replace("{steps}", "cpt")),
 ("code", """runs = cpt.run(P)
 runs"""),
@@ -172,8 +174,8 @@ held-out bits per byte at every checkpoint: lower is better."""),
 if curves.empty:  # models_from: hub
     display(Markdown("No training curves: the models were fetched, not trained."))
 else:
-    display(curves[curves.trained_on == P.lang].pivot_table(index=["setup", "step", "tokens"], columns="lang",
-                                                            values="bpb"))"""),
+    display(curves[curves.trained_on.isin(runs.lang.unique())].pivot_table(index=["trained_on", "setup", "step", "tokens"],
+                                                                           columns="lang", values="bpb"))"""),
 ],
 "04_merge": [
 ("md", """# 04 · Merge the language models

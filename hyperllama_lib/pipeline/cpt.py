@@ -79,9 +79,17 @@ def _matching_record(p: Params, steps_1x: int, model_dir) -> dict:
 
 
 def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log=print) -> pd.DataFrame:
+    """Adapt each setup to `lang` (p.lang unless given): a target language, "multilingual", or "each" (every
+    target language of the run, one after another)."""
     lang = lang or p.lang
     if lang is None:
-        raise MissingInputError("03_cpt needs a language: -p lang persian (or multilingual)")
+        raise MissingInputError(f"03_cpt needs a language: -p lang persian (or {languages.MULTILINGUAL}, "
+                                f"or {languages.EACH} for every target language)")
+    targets = list(p.langs) if lang == languages.EACH else [lang]
+    return pd.concat([_run_language(p, target, setups or p.setups, log) for target in targets], ignore_index=True)
+
+
+def _run_language(p: Params, lang: str, setups: list[str], log) -> pd.DataFrame:
     data_fp = layout.require(p, layout.DATA_STEP)
     where = layout.of(p)
     plan = data.load_plan(p)
@@ -91,7 +99,7 @@ def run(p: Params, lang: str | None = None, setups: list[str] | None = None, log
     steps = plan["cpt_steps"][lang]
     rows = []
     p = stage_params(p, lang)
-    for setup in setups or p.setups:
+    for setup in setups:
         if p.models_from == "hub" and setup not in LORA_SETUPS:  # adapters are trained on the fetched bases
             _fetch(p, setup, lang, steps, plan["vocab_size"], data_fp, log)
         else:

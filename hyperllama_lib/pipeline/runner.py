@@ -57,18 +57,23 @@ def plan_jobs(p: Params) -> list[Job]:
         jobs += [Job(f"cpt/{lang}", "03_cpt", {"lang": lang}, ("upscale",)) for lang in [languages.MULTILINGUAL, *langs]]
     for setup in p.setups if p.models_from == "train" else []:
         # multilingual first: the longest job, so --jobs N overlaps it with the rest
+        per_setup = [languages.EACH] if p.cpt_jobs == "per_setup" else langs
         jobs += [Job(f"cpt/{setup}/{lang}", "03_cpt", {"lang": lang, "setups": [setup]}, ("upscale",))
-                 for lang in [languages.MULTILINGUAL, *langs]]
+                 for lang in [languages.MULTILINGUAL, *per_setup]]
     merges = bool(p.merge_methods)
     if merges:
         jobs += [Job(f"merge/{setup}", "04_merge", {"setups": [setup]},
-                     tuple(_cpt_job(p, setup, lang) for lang in langs)) for setup in p.setups]
+                     tuple(dict.fromkeys(_cpt_job(p, setup, lang) for lang in langs))) for setup in p.setups]
     evals = [job for setup in p.setups for job in _eval_jobs(p, setup, merges)]
     return jobs + evals + [Job("analysis", "06_analysis", deps=tuple(j.name for j in evals))]
 
 
 def _cpt_job(p: Params, setup: str, lang: str) -> str:
-    return f"cpt/{lang}" if p.models_from == "hub" else f"cpt/{setup}/{lang}"
+    """The job that makes the CPT model of (setup, lang)."""
+    if p.models_from == "hub":
+        return f"cpt/{lang}"
+    grouped = p.cpt_jobs == "per_setup" and lang != languages.MULTILINGUAL
+    return f"cpt/{setup}/{languages.EACH if grouped else lang}"
 
 
 def _eval_jobs(p: Params, setup: str, merges: bool) -> list[Job]:
@@ -78,7 +83,7 @@ def _eval_jobs(p: Params, setup: str, merges: bool) -> list[Job]:
     groups = [("base", "upscale")] + [(lang, _cpt_job(p, setup, lang)) for lang in [languages.MULTILINGUAL, *p.langs]]
     groups += [("merged", f"merge/{setup}")] if merges else []
     if p.eval_jobs == "per_setup":
-        return [Job(f"eval/{setup}", "05_eval", {"setups": [setup]}, tuple(dep for _, dep in groups))]
+        return [Job(f"eval/{setup}", "05_eval", {"setups": [setup]}, tuple(dict.fromkeys(dep for _, dep in groups)))]
     return [Job(f"eval/{setup}/{group}", "05_eval", {"setups": [setup], "eval_models": group}, (dep,))
             for group, dep in groups]
 
