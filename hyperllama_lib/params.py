@@ -249,6 +249,21 @@ def _lang(value: str, allow_multilingual: bool = False) -> str:
         raise ParamError(str(e)) from None
 
 
+def _cpt_lang(value: str) -> str:
+    """03_cpt's language: a target language, multilingual, or each (every target language of the run)."""
+    choices = (f"{', '.join(languages.TARGET_LANGUAGES)} (or their names), {languages.MULTILINGUAL}, "
+               f"{languages.EACH}")
+    if str(value).strip().lower() == languages.EACH:
+        return languages.EACH
+    try:
+        code = languages.to_code(value, allow_multilingual=True)
+    except ParamError:
+        raise ParamError(f"unknown lang {value!r}; valid choices: {choices}") from None
+    if code == languages.ENGLISH:
+        raise ParamError(f"lang 'eng' is the source language; valid choices: {choices}")
+    return code
+
+
 def _per_lang(key: str, values: dict) -> dict[str, int]:
     """A language -> count mapping (cpt_steps, cpt_checkpoint_every_tokens) with ISO codes as keys."""
     out = {}
@@ -330,14 +345,8 @@ def validate(p: Params, need_data: bool = True) -> Params:
     for lang in p.langs:
         if lang not in languages.TARGET_LANGUAGES:
             raise ParamError(f"{lang!r} is not a target language; valid choices: {', '.join(languages.TARGET_LANGUAGES)}")
-    if p.lang is not None and str(p.lang).lower() != languages.EACH:
-        p.lang = _lang(p.lang, allow_multilingual=True)
-        if p.lang == languages.ENGLISH:
-            raise ParamError("lang 'eng' is the source language; valid choices: "
-                             f"{', '.join(languages.TARGET_LANGUAGES)}, {languages.MULTILINGUAL}, {languages.EACH} "
-                             "(or their names)")
-    elif p.lang is not None:
-        p.lang = languages.EACH
+    if p.lang is not None:
+        p.lang = _cpt_lang(p.lang)
     if p.eval_models is not None and p.eval_models not in ("base", "merged"):
         try:
             p.eval_models = _lang(p.eval_models, allow_multilingual=True)

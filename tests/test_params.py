@@ -62,8 +62,11 @@ def test_language_names_and_codes(data_dir):
     assert load_params("tiny", {"lang": "isl"}).lang == "isl"
     assert load_params("tiny", {"lang": "multilingual"}).lang == "multilingual"
     assert load_params("tiny", {"langs": "estonian,swe"}).langs == ["est", "swe"]
+    assert load_params("tiny", {"lang": "Each"}).lang == "each"  # 03_cpt: every target language in turn
     with pytest.raises(ParamError, match="source language"):
         load_params("tiny", {"lang": "english"})
+    with pytest.raises(ParamError, match=r"unknown lang 'klingon'; valid choices: .*multilingual, each$"):
+        load_params("tiny", {"lang": "klingon"})
 
 
 def test_papermill_style_values_are_coerced(data_dir):

@@ -7,7 +7,9 @@ REPORT.md, so the published outputs can be re-rendered from the committed rows a
 (`render(load_rows(tables_dir), publish_dir)`). Sections, after the paper:
 (1) data budgets; (2) data efficiency: target bits per byte and MultiBLiMP against target tokens;
 (3) compute: the same against training FLOPs and FLOP-matched comparisons; (4) English forgetting;
-(5) merging; (6) the paper's four claims checked against the run (report.py).
+(5) merging; (6) LoRA adapters against full CPT (beyond the paper: equal data, equal FLOPs, learning against
+forgetting, adapter merges); (7) the paper's four claims, and two of our own on LoRA, checked against the run
+(report.py).
 
 A run whose models were fetched from the Hub (`models_from: hub`) has no training curves and usually no
 intermediate checkpoints: it gets every table and figure that needs neither, the FLOP-matched comparison
@@ -498,6 +500,136 @@ def pair_counts_table(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["benchmark", "lang", "pairs"])
 
 
+# -- (6) parameter-efficient adaptation (LoRA; beyond the paper) --------------------------------------------
+
+def lora_pairs(setups: list[str]) -> list[tuple[str, str]]:
+    """(full setup, its LoRA setup) for every base the run adapted both ways."""
+    return [(s, f"{s}_lora") for s in setups if f"{s}_lora" in setups]
+
+
+def learning_forgetting_table(results: pd.DataFrame, forgetting: pd.DataFrame, langs: list[str],
+                              setups: list[str]) -> pd.DataFrame:
+    """One row per adapted model: target bpb (its own language; the multilingual model: the mean over the
+    languages), the gain over its English base on the same text (learning) and its English changes
+    (forgetting), with its training FLOPs."""
+    held = _finals(results, "heldout", "bpb")
+    held = held[held.lang.isin(langs)]
+    base = held[held.kind == "base"].set_index(["setup", "lang"]).value
+    rows = []
+    for (setup, kind, trained_on), g in held[held.kind.isin(["cpt", "multilingual"])].groupby(
+            ["setup", "kind", "trained_on"], sort=False):
+        own = g if kind == "multilingual" else g[g.lang == trained_on]
+        before = [base.get((setup, lang), np.nan) for lang in own.lang]
+        rows.append({"setup": setup, "adaptation": "LoRA" if setup.endswith("_lora") else "full",
+                     "base": setup.removesuffix("_lora"), "trained_on": trained_on,
+                     "target_bpb": own.value.mean(), "target_gain": float(np.mean(before)) - own.value.mean(),
+                     "flops_total": int(own.flops_total.iloc[0])})
+    t = pd.DataFrame(rows)
+    if t.empty:
+        return t
+    t = t.merge(forgetting[["setup", "trained_on", "eng_bpb_change", "blimp_change"]], on=["setup", "trained_on"],
+                how="left")
+    return _sort(t, {"setup": setups, "trained_on": [*langs, languages.MULTILINGUAL]})
+
+
+def lora_vs_full_table(points: pd.DataFrame, setups: list[str]) -> pd.DataFrame:
+    """Equal data: each LoRA model beside the full CPT model of the same base and data."""
+    if points.empty:
+        return pd.DataFrame()
+    cols = ["target_bpb", "target_gain", "eng_bpb_change", "blimp_change", "flops_total"]
+    rows = []
+    for full, lora in lora_pairs(setups):
+        a = points[points.setup == full].set_index("trained_on")[cols]
+        b = points[points.setup == lora].set_index("trained_on")[cols]
+        both = a.merge(b, left_index=True, right_index=True, suffixes=("_full", "_lora"))
+        if both.empty:
+            continue
+        both["target_bpb_lora_minus_full"] = both.target_bpb_lora - both.target_bpb_full
+        both["eng_bpb_change_lora_minus_full"] = both.eng_bpb_change_lora - both.eng_bpb_change_full
+        both["flops_lora_over_full"] = both.flops_total_lora / both.flops_total_full
+        rows.append(both.drop(columns=["flops_total_full", "flops_total_lora"]).reset_index().assign(base=full))
+    if not rows:
+        return pd.DataFrame()
+    t = pd.concat(rows, ignore_index=True)
+    first = ["base", "trained_on", "target_bpb_full", "target_bpb_lora", "target_bpb_lora_minus_full",
+             "eng_bpb_change_full", "eng_bpb_change_lora", "eng_bpb_change_lora_minus_full", "blimp_change_full",
+             "blimp_change_lora"]
+    return t[first + [c for c in t if c not in first]]
+
+
+def _curve_means(curves: pd.DataFrame, setup: str, trained_on: str, langs: list[str]) -> pd.DataFrame:
+    """A training curve of one run: per step its FLOPs, the target bpb (mean over the trained languages) and
+    the English bpb."""
+    c = curves[(curves.setup == setup) & (curves.trained_on == trained_on)]
+    targets = langs if trained_on == languages.MULTILINGUAL else [trained_on]
+    target = c[c.lang.isin(targets)].groupby("step")[["bpb", *CONVENTIONS]].mean()
+    english = c[c.lang == languages.ENGLISH].groupby("step").bpb.mean().rename("eng_bpb")
+    return target.join(english, how="inner").reset_index()
+
+
+def lora_equal_flops_table(curves: pd.DataFrame, langs: list[str], setups: list[str]) -> pd.DataFrame:
+    """Equal FLOPs: each LoRA run's final point against its full-CPT twin's training curve at the same FLOPs
+    (linear between the points around it), for both FLOP conventions. A LoRA step costs less (no weight
+    gradients for frozen weights), so the full run is read part-way, with fewer tokens seen."""
+    rows = []
+    for full, lora in lora_pairs(setups):
+        for trained_on in [*langs, languages.MULTILINGUAL]:
+            a, b = _curve_means(curves, full, trained_on, langs), _curve_means(curves, lora, trained_on, langs)
+            if a.empty or b.empty:
+                continue
+            end = b.iloc[-1]
+            for conv, label in CONVENTIONS.items():
+                target = interpolate(end[conv], a[conv], a.bpb)
+                english = interpolate(end[conv], a[conv], a.eng_bpb)
+                rows.append({"base": full, "trained_on": trained_on, "convention": label, "flops": end[conv],
+                             "full_share_of_its_steps": interpolate(end[conv], a[conv], a.step) / a.step.max(),
+                             "target_bpb_full": target, "target_bpb_lora": end.bpb,
+                             "target_bpb_lora_minus_full": end.bpb - target, "eng_bpb_full": english,
+                             "eng_bpb_lora": end.eng_bpb, "eng_bpb_lora_minus_full": end.eng_bpb - english})
+    t = pd.DataFrame(rows)
+    return t.astype({"flops": "int64"}) if not t.empty else t
+
+
+def lora_merging_table(summary: pd.DataFrame, setups: list[str]) -> pd.DataFrame:
+    """Per base: the adapters' merges against the full models' merges and the jointly trained models (mean
+    target bpb of the merge of all languages; the best method of each)."""
+    if summary.empty:
+        return pd.DataFrame()
+    s = summary.set_index("setup")
+    rows = []
+    for full, lora in lora_pairs(setups):
+        if full not in s.index or lora not in s.index:
+            continue
+        f, a = s.loc[full], s.loc[lora]
+        rows.append({"base": full, "joint_full": f.multilingual, "joint_lora": a.multilingual,
+                     "best_merge_full": f.best_merge, "best_method_full": f.best_method,
+                     "best_merge_lora": a.best_merge, "best_method_lora": a.best_method,
+                     "merge_lora_minus_full": a.best_merge - f.best_merge,
+                     "merge_minus_joint_full": f.best_minus_multilingual,
+                     "merge_minus_joint_lora": a.best_minus_multilingual})
+    return pd.DataFrame(rows)
+
+
+def lora_upscaling_table(results: pd.DataFrame, langs: list[str], setups: list[str]) -> pd.DataFrame:
+    """Does upscaling help LoRA as it helps full CPT: per language, 2x - 1x of the final monolingual models'
+    target bpb and MultiBLiMP accuracy, for LoRA and for full CPT (equal data)."""
+    if not {"1x_lora", "2x_lora"} <= set(setups):
+        return pd.DataFrame()
+    own = {}
+    for bench, metric in (("heldout", "bpb"), ("multiblimp", "accuracy")):
+        f = _finals(results, bench, metric)
+        f = f[(f.kind == "cpt") & (f.lang == f.trained_on)]
+        own[bench] = f.pivot_table(index="lang", columns="setup", values="value")
+    bpb, mb = own["heldout"], own["multiblimp"]
+    t = pd.DataFrame({"lang": [lang for lang in langs if lang in bpb.index]})
+    for name, table in (("bpb", bpb), ("multiblimp", mb)):
+        for setup in ("1x_lora", "2x_lora", "1x", "2x"):
+            t[f"{name}_{setup}"] = t.lang.map(table[setup]) if setup in table else np.nan
+        t[f"{name}_lora_2x_minus_1x"] = t[f"{name}_2x_lora"] - t[f"{name}_1x_lora"]
+        t[f"{name}_full_2x_minus_1x"] = t[f"{name}_2x"] - t[f"{name}_1x"]
+    return t
+
+
 # -- figures --------------------------------------------------------------------------------------------
 
 MARKERS, LINESTYLES = ["o", "X", "s", "^", "D", "v", "P", "*"], ["-", "--", ":", "-.", "-", "--", ":", "-."]
@@ -679,6 +811,24 @@ def subset_figure(subsets: pd.DataFrame, setups):
     return fig
 
 
+def learning_forgetting_figure(points: pd.DataFrame, setups):
+    """One point per adapted model: English forgetting (x) against target-language learning (y)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    shown = [s for s in setups if s in set(points.setup)]
+    for ax, (x, xlabel) in zip(axes, [("eng_bpb_change", "English bits/byte change (> 0 = forgetting)"),
+                                      ("blimp_change", "English BLiMP accuracy change (< 0 = forgetting)")]):
+        sns.scatterplot(data=points, x=x, y="target_gain", hue="base", style="adaptation",
+                        hue_order=[s for s in SETUP_ORDER if s in set(points.base)], markers={"full": "o", "LoRA": "X"},
+                        palette=PALETTE, s=60, ax=ax, legend=ax is axes[-1])
+        ax.axvline(0, color="0.6", lw=0.8, zorder=0)
+        ax.set(xlabel=xlabel, ylabel="target bits/byte gained over the base (learning)")
+    if axes[-1].get_legend() is not None:
+        sns.move_legend(axes[-1], "center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    fig.suptitle(f"Learning against forgetting, one point per adapted model ({', '.join(shown)})")
+    sns.despine(fig)
+    return fig
+
+
 def figures(rows: dict[str, pd.DataFrame], tables: dict[str, pd.DataFrame]) -> dict:
     """name -> function drawing the figure, for every figure the rows allow."""
     inf = info(rows)
@@ -708,6 +858,8 @@ def figures(rows: dict[str, pd.DataFrame], tables: dict[str, pd.DataFrame]) -> d
         out["merged_vs_multilingual"] = lambda: merge_figure(tables["merging"], setups)
     if "merge_subsets" in tables:
         out["merge_subset_size"] = lambda: subset_figure(tables["merge_subsets"], setups)
+    if "lora_vs_full" in tables:
+        out["lora_learning_vs_forgetting"] = lambda: learning_forgetting_figure(tables["learning_forgetting"], setups)
     return out
 
 
@@ -738,10 +890,20 @@ def derive(rows: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         "merge_subsets": merge_subsets_table(results, langs, setups),
         "pair_counts": pair_counts_table(results),
     }
+    forgetting = tables["forgetting"]
+    tables["learning_forgetting"] = (learning_forgetting_table(results, forgetting, langs, setups)
+                                     if lora_pairs(setups) else pd.DataFrame())
+    tables["lora_vs_full"] = lora_vs_full_table(tables["learning_forgetting"], setups)
+    tables["lora_equal_flops"] = lora_equal_flops_table(curves, langs, setups) if curved else pd.DataFrame()
+    tables["lora_merging"] = lora_merging_table(tables["merge_summary"], setups)
+    tables["lora_upscaling"] = lora_upscaling_table(results, langs, setups)
     tables = {name: t for name, t in tables.items() if not t.empty}
     # without curves claim 1 still compares the final models at equal data (data_efficiency less the curves)
     equal_data = None if curved else equal_data_table(results, langs, setups, share)
     tables["findings"] = report.findings(tables, setups, equal_data=equal_data)
+    lora = report.lora_findings(tables, setups)
+    if not lora.empty:
+        tables["lora_findings"] = lora
     return tables
 
 

@@ -127,12 +127,13 @@ def claim_data_efficiency(tables: dict, setup: str, equal_data: pd.DataFrame | N
 
 # -- claim 2: forgetting ----------------------------------------------------------------------------------------
 
-def claim_forgetting(tables: dict, setup: str) -> dict:
-    claim = f"{CLAIMS[2]}: {setup} vs 1x"
+def claim_forgetting(tables: dict, setup: str, reference: str = "1x", claim: str | None = None) -> dict:
+    """Does `setup` forget less English than `reference` (claim 2: an upscaled setup against 1x)?"""
+    claim = claim or f"{CLAIMS[2]}: {setup} vs {reference}"
     f = tables.get("forgetting")
     if f is None:
         return _row(claim, "no adapted models", INCONCLUSIVE, "nothing to compare")
-    a, b = f[f.setup == setup].set_index("trained_on"), f[f.setup == "1x"].set_index("trained_on")
+    a, b = f[f.setup == setup].set_index("trained_on"), f[f.setup == reference].set_index("trained_on")
     common = [m for m in a.index if m in b.index]
     if not common:
         return _row(claim, "no models adapted to the same data in both setups", INCONCLUSIVE, "nothing to compare")
@@ -147,9 +148,10 @@ def claim_forgetting(tables: dict, setup: str) -> dict:
     bpb = float((a.eng_bpb_change - b.eng_bpb_change).mean())  # < 0: this setup forgets less
     calls = {"BLiMP": _call(blimp, Z * se, "less", "more", "same"),
              "English bpb": _call(-bpb, BPB_TOL, "less", "more", "same")}
-    evidence = (f"BLiMP change (adapted - base) {setup} {a.blimp_change.mean():+.4f} vs 1x {b.blimp_change.mean():+.4f}"
-                f" (difference {blimp:+.4f}, {Z:g} SE = {Z * se:.4f} from {n} pairs, {m} models); English bpb change "
-                f"{setup} {a.eng_bpb_change.mean():+.3f} vs 1x {b.eng_bpb_change.mean():+.3f} (difference {bpb:+.3f})")
+    evidence = (f"BLiMP change (adapted - base) {setup} {a.blimp_change.mean():+.4f} vs {reference} "
+                f"{b.blimp_change.mean():+.4f} (difference {blimp:+.4f}, {Z:g} SE = {Z * se:.4f} from {n} pairs, {m} "
+                f"models); English bpb change {setup} {a.eng_bpb_change.mean():+.3f} vs {reference} "
+                f"{b.eng_bpb_change.mean():+.3f} (difference {bpb:+.3f})")
     said = "; ".join(f"{k}: {v} forgetting" for k, v in calls.items())
     found = set(calls.values()) - {"n/a"}
     if "less" in found and "more" not in found:
@@ -209,6 +211,52 @@ def findings(tables: dict, setups: list[str], equal_data: pd.DataFrame | None = 
     up = [s for s in UPSCALED if s in setups] or ["2x"]
     rows = ([claim_data_efficiency(tables, s, equal_data) for s in up] + [claim_forgetting(tables, s) for s in up]
             + [claim_merging(tables), claim_methods(tables)])
+    return pd.DataFrame(rows, columns=["claim", "evidence", "verdict", "why"])
+
+
+# -- beyond the paper: LoRA adapters -----------------------------------------------------------------------
+
+LORA_CLAIMS = {
+    "forgetting": "(L1) LoRA forgets less English than full CPT",
+    "upscaling": "(L2) Upscaling helps LoRA as it helps full CPT",
+}
+
+
+def claim_lora_upscaling(tables: dict) -> dict:
+    """2x_lora against 1x_lora at equal data, by claim 1's rules (bpb: a majority of languages; MultiBLiMP:
+    Z binomial standard errors), with full CPT's 2x - 1x beside it."""
+    claim = f"{LORA_CLAIMS['upscaling']}: 2x_lora vs 1x_lora"
+    t = tables.get("lora_upscaling")
+    rows = pd.DataFrame() if t is None else t.dropna(subset=["bpb_lora_2x_minus_1x"])
+    if rows.empty:
+        return _row(claim, "no final models of both LoRA setups", INCONCLUSIVE, "nothing to compare")
+    d, full = rows.bpb_lora_2x_minus_1x, rows.bpb_full_2x_minus_1x
+    n, helped = len(d), int((d < -BPB_TOL).sum())
+    bpb = "helps" if 2 * helped > n else "does not help" if 2 * helped < n else "split"
+    mb_rows = rows.rename(columns={"multiblimp_2x_lora": "multiblimp",
+                                   "multiblimp_lora_2x_minus_1x": "multiblimp_minus_1x"})
+    mb_mean, mb_se = _multiblimp_difference(mb_rows, _pairs(tables, "multiblimp"))
+    mb = _call(mb_mean, Z * mb_se, "better", "worse", "tie")
+    evidence = (f"final target bpb 2x_lora - 1x_lora at equal data: mean {d.mean():+.3f}, lower by more than "
+                f"{BPB_TOL} in {helped}/{n} languages; full CPT 2x - 1x: mean {full.mean():+.3f}"
+                + ("" if math.isnan(mb_mean) else
+                   f"; MultiBLiMP 2x_lora - 1x_lora: {mb_mean:+.3f} ({Z:g} SE = {Z * mb_se:.3f})"))
+    mb_text = "no MultiBLiMP" if mb == "n/a" else f"MultiBLiMP: {mb}"
+    why = f"upscaling {bpb} LoRA's target bpb (majority of languages); {mb_text}"
+    if bpb == "helps" and mb != "worse":
+        return _row(claim, evidence, SUPPORTED, why)
+    if bpb == "does not help" and mb != "better":
+        return _row(claim, evidence, NOT_SUPPORTED, why)
+    return _row(claim, evidence, INCONCLUSIVE, why)
+
+
+def lora_findings(tables: dict, setups: list[str]) -> pd.DataFrame:
+    """Two claims of our own on the LoRA setups (beyond the paper), by the same rules as the paper's."""
+    pairs = [(s, f"{s}_lora") for s in setups if f"{s}_lora" in setups]
+    rows = [claim_forgetting(tables, lora, full, f"{LORA_CLAIMS['forgetting']}: {lora} vs {full}")
+            for full, lora in pairs]
+    if {"1x_lora", "2x_lora"} <= set(setups):
+        rows.append(claim_lora_upscaling(tables))
     return pd.DataFrame(rows, columns=["claim", "evidence", "verdict", "why"])
 
 
@@ -414,6 +462,53 @@ def _s_subsets(t):
             + "; the monolingual and jointly trained lines are the same languages' reference.")
 
 
+def _s_lora_points(t):
+    means = t.groupby("setup", sort=False)[["target_gain", "eng_bpb_change"]].mean()
+    return ("Mean over each setup's adapted models, target bpb gained over the base / English bpb change: "
+            + ", ".join(f"{s} {r.target_gain:+.3f} / {r.eng_bpb_change:+.3f}" for s, r in means.iterrows()) + ".")
+
+
+def _s_lora_vs_full(t):
+    m = t.groupby("base", sort=False)[["target_bpb_lora_minus_full", "eng_bpb_change_lora_minus_full",
+                                       "flops_lora_over_full"]].mean()
+    return ("LoRA - full at equal data, mean over the adapted models: "
+            + "; ".join(f"{b}: target bpb {r.target_bpb_lora_minus_full:+.3f}, English bpb change "
+                        f"{r.eng_bpb_change_lora_minus_full:+.3f}, with {r.flops_lora_over_full:.2f}x the FLOPs"
+                        for b, r in m.iterrows())
+            + ". A LoRA step costs 4N + 6N_lora FLOPs per token against full CPT's 6N (frozen weights need no "
+            "weight gradients).")
+
+
+def _s_lora_equal_flops(t):
+    t = t[t.convention == "all parameters"]
+    m = t.groupby("base", sort=False)[["target_bpb_lora_minus_full", "eng_bpb_lora_minus_full",
+                                       "full_share_of_its_steps"]].mean()
+    return ("At the LoRA run's final FLOPs (all parameters), read off the full run's training curve (held-out text "
+            "of the training evaluations), LoRA - full: "
+            + "; ".join(f"{b}: target bpb {r.target_bpb_lora_minus_full:+.3f}, English bpb "
+                        f"{r.eng_bpb_lora_minus_full:+.3f} (full CPT {r.full_share_of_its_steps:.0%} through its run)"
+                        for b, r in m.iterrows()) + ".")
+
+
+def _s_lora_merging(t):
+    return ("Best merge of the adapters - best merge of the full models (mean target bpb): "
+            + ", ".join(f"{r.base} {r.merge_lora_minus_full:+.3f}" for r in t.itertuples())
+            + "; best merge - joint model, full / LoRA: "
+            + ", ".join(f"{r.base} {r.merge_minus_joint_full:+.3f} / {r.merge_minus_joint_lora:+.3f}"
+                        for r in t.itertuples()) + ".")
+
+
+def _s_lora_upscaling(t):
+    return (f"2x - 1x target bpb, mean over languages: LoRA {t.bpb_lora_2x_minus_1x.mean():+.3f}, full CPT "
+            f"{t.bpb_full_2x_minus_1x.mean():+.3f} (< 0: the upscaled base adapts better).")
+
+
+def _s_lora_findings(f):
+    counts = f.verdict.value_counts()
+    return ("Our two LoRA claims by the same rules as the paper's: " + ", ".join(
+        f"{counts.get(v, 0)} {v}" for v in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)) + ".")
+
+
 def _s_findings(f):
     counts = f.verdict.value_counts()
     return ", ".join(f"{int(counts.get(v, 0))} {v}" for v in [SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE]) + (
@@ -528,7 +623,17 @@ SECTIONS = [
       ("table", "merge_multiblimp", "merge_multiblimp", _s_merge_multiblimp),
       ("figure", "merge_subset_size", "merge_subsets", _s_subsets),
       ("table", "merge_subsets", "merge_subsets", _s_subsets)]),
-    ("6. Findings check", "Each of the paper's four claims next to what this run shows, with a verdict by the "
+    ("6. Parameter-efficient adaptation (LoRA, beyond the paper)", "peft LoRA adapters (the `*_lora` setups) "
+     "trained on the same English bases with the same data, steps and schedule as full CPT, against full CPT: at "
+     "equal data, at equal training FLOPs, learning against forgetting, and merges of the adapters (on their dense "
+     "weight deltas) against merges of the full models and the jointly trained models.",
+     [("figure", "lora_learning_vs_forgetting", "learning_forgetting", _s_lora_points),
+      ("table", "lora_vs_full", "lora_vs_full", _s_lora_vs_full),
+      ("table", "lora_equal_flops", "lora_equal_flops", _s_lora_equal_flops),
+      ("table", "lora_merging", "lora_merging", _s_lora_merging),
+      ("table", "lora_upscaling", "lora_upscaling", _s_lora_upscaling),
+      ("table", "lora_findings", "lora_findings", _s_lora_findings)]),
+    ("7. Findings check", "Each of the paper's four claims next to what this run shows, with a verdict by the "
      "rules in hyperllama_lib/pipeline/report.py.",
      [("table", "findings", "findings", _s_findings), ("table", "pair_counts", "pair_counts",
                                                        lambda t: "Pairs behind each accuracy, as 05_eval "
@@ -536,6 +641,8 @@ SECTIONS = [
                                                        "above use them.")]),
 ]
 
+
+OPTIONAL_SECTIONS = {SECTIONS[5][0]}  # LoRA: only in runs with a LoRA setup beside its full twin
 
 HUB_LINE = ("- Models fetched from the Hub (`models_from: hub`): the authors' released checkpoints, evaluated here; "
             "no training curves")
@@ -574,6 +681,8 @@ def _items(items: list, markdown: dict) -> list[tuple]:
 def write(publish_dir: Path, info: dict, tables: dict, markdown: dict, figures: list[str]) -> Path:
     lines = _header(info)
     for title, intro, items in SECTIONS:
+        if title in OPTIONAL_SECTIONS and not any(source in tables for _, _, source, _ in items):
+            continue
         if not info.get("has_curves", True):
             intro = RELEASED_INTROS.get(title, intro)
         lines += [f"## {title}", "", intro, ""]
