@@ -51,6 +51,14 @@ def test_plan_follows_languages_setups_and_methods():
     assert per_setup[-2].parameters == {"setups": ["2x"]}
 
 
+def test_jobs_that_never_run_beside_another():
+    jobs = runner.plan_jobs(smoke(langs=["est", "fao"], setups=["2x", "1x_lora"]))
+    assert runner.alone(jobs) == {"data", "upscale", "analysis"}
+    # a merge needs only the monolingual models: without the multilingual job, nothing runs beside another
+    assert runner.alone(runner.select_jobs(jobs, ["merge/2x"])) == {"data", "upscale", "cpt/2x/each", "merge/2x"}
+    assert runner.alone(runner.select_jobs(jobs, ["cpt/2x/*"])) == {"data", "upscale"}
+
+
 def test_cpt_jobs_per_setup_trains_each_language_in_one_job():
     jobs = runner.plan_jobs(smoke(langs=["est", "fao"], setups=["2x", "1x_lora"], eval_jobs="per_setup",
                                   cpt_jobs="per_setup"))

@@ -88,6 +88,16 @@ def _eval_jobs(p: Params, setup: str, merges: bool) -> list[Job]:
             for group, dep in groups]
 
 
+def alone(jobs: list[Job]) -> set[str]:
+    """The jobs that can never run beside another: every other job comes before or after them."""
+    deps = {job.name: set(job.deps) for job in jobs}
+    before = {}
+    for job in jobs:  # dependency order: a job's deps have their ancestors already
+        before[job.name] = set().union(*(before.get(d, set()) | {d} for d in job.deps)) if job.deps else set()
+    names = set(deps)
+    return {n for n in names if names - {n} <= before[n] | {m for m in names if n in before[m]}}
+
+
 def select_jobs(jobs: list[Job], patterns: list[str] | None) -> list[Job]:
     """The jobs whose names match any glob pattern (e.g. "cpt/2x/*"), with everything they need."""
     if not patterns:
@@ -279,12 +289,15 @@ class Runner:
         self.procs: dict[str, subprocess.Popen] = {}
         self.lock = threading.Lock()
         self.interrupted = False
+        self.alone = alone(self.jobs)
 
     def _env(self, job: Job) -> dict:
         env = {**os.environ, artifacts.JOB_STEPS_ENV: str(self._steps_file(job)), "PYTHONUNBUFFERED": "1"}
         if self.n_jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
-            # parallel jobs share the cores instead of each starting one thread per core
-            threads = str(max(1, (os.cpu_count() or 1) // self.n_jobs))
+            # parallel jobs share the cores instead of each starting one thread per core; a job that never
+            # runs beside another (01_data, 02_upscale, 06_analysis) gets them all
+            share = 1 if job.name in self.alone else self.n_jobs
+            threads = str(max(1, (os.cpu_count() or 1) // share))
             env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         return env
 
