@@ -7,6 +7,8 @@ from pathlib import Path
 import nbformat as nbf
 import tomllib
 
+from hyperllama_lib.jupyter_kernel import KERNELSPEC
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "notebooks"
 REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
@@ -29,7 +31,7 @@ print(f"scale={P.scale}  run_dir={P.run_path}  data_dir={P.data_path}")"""
 
 def nb(name, cells):
     book = nbf.v4.new_notebook()
-    book.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+    book.metadata = {"kernelspec": dict(KERNELSPEC),
                      "language_info": {"name": "python"}}
     out = []
     cells = [cells[0], ("code", COLAB), *cells[1:]]

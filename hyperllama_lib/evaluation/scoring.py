@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..device import Placement
 from ..device import resolve as resolve_placement

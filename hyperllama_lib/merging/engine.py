@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import yaml
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..artifacts import atomic
 from ..artifacts.checkpoints import (  # noqa: F401  (tensor_files, tensor_shapes: re-exported)

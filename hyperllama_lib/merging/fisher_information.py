@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..artifacts import atomic, checkpoints
 from ..corpus.packing import PackedTokens

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from .. import artifacts, evaluation, fingerprints, languages
 from ..corpus import tokenizer as tok_lib
