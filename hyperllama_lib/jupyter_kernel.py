@@ -58,13 +58,14 @@ def environment(environ: dict | None = None, plain_progress: bool = False) -> di
 
 
 def lab_command(notebooks: Path, jupyter_args: list[str]) -> list[str]:
-    """JupyterLab from this environment on the notebooks folder."""
+    """JupyterLab from this environment on the notebooks folder (unless the arguments name another)."""
     try:
         import jupyterlab  # noqa: F401
     except ImportError:
         raise JupyterSetupError("JupyterLab is not installed in this environment: `make lab`, or "
                                 "`pip install -e '.[lab]'`") from None
-    return [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebooks}", *jupyter_args]
+    chosen = any(a.startswith(("--ServerApp.root_dir", "--notebook-dir")) for a in jupyter_args)
+    return [sys.executable, "-m", "jupyterlab", *([] if chosen else [f"--ServerApp.root_dir={notebooks}"]), *jupyter_args]
 
 
 if __name__ == "__main__":  # the Makefile's environment setup: `python -m hyperllama_lib.jupyter_kernel`
