@@ -47,6 +47,18 @@ def _grid_params(args):
     return load_params(args.scale, overrides, need_data=args.command == "reproduce"), overrides
 
 
+def cmd_lab(args) -> int:
+    import subprocess
+
+    from . import jupyter_kernel
+    from .params import REPO_ROOT
+
+    command = jupyter_kernel.lab_command(REPO_ROOT / "notebooks", args.jupyter_args)
+    print(f"[lab] kernel {jupyter_kernel.KERNEL_NAME!r} ({sys.executable}) in {jupyter_kernel.register()}", flush=True)
+    # JupyterLab runs in the foreground until Ctrl-C; its exit status is ours
+    return subprocess.run(command, env=jupyter_kernel.environment()).returncode
+
+
 def cmd_reproduce(args) -> int:
     from .pipeline import layout, runner
 
@@ -339,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperllama", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    lab = sub.add_parser("lab", help="open JupyterLab on notebooks/ with this environment's kernel",
+                         description="Register the notebooks' kernel `hyperllama` inside this environment (if "
+                         "needed) and start JupyterLab on notebooks/. Arguments after the command go to "
+                         "JupyterLab, e.g. `hyperllama lab --no-browser --port 8899`.")
+    lab.set_defaults(func=cmd_lab)
+
     rep = sub.add_parser("reproduce", help="run the whole grid of notebooks with papermill at one scale",
                          description="Run notebooks 01-06 with papermill in dependency order: data and upscaling "
                          "once, CPT per setup and language (and the multilingual model per setup), merges per "
@@ -512,7 +530,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; an error the user caused is one line on stderr and exit status 2, a bug keeps its traceback."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "lab":  # only JupyterLab takes arguments of its own
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.jupyter_args = rest
     try:
         return args.func(args)
     except HyperllamaError as e:

@@ -72,3 +72,7 @@ class TooLittleDataError(TrainingError, ValueError):
 
 class DiskSpaceError(TrainingError, OSError):
     """The disk cannot hold what a step is about to write (checkpoints, resume states, merged models)."""
+
+
+class JupyterSetupError(HyperllamaError, RuntimeError):
+    """The notebook kernel cannot be registered, or JupyterLab is not installed."""

@@ -8,6 +8,7 @@ import errno
 import inspect
 import json
 import shutil
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -298,7 +299,13 @@ def build_pairs_missing_conllu(c):
     return ["build-pairs", "--lang", "xx", "--out", c.tmp / "data.tsv", c.tmp / "missing.conllu"]
 
 
+def lab_without_jupyterlab(c):
+    c.monkeypatch.setitem(sys.modules, "jupyterlab", None)  # an environment without the lab extra
+    return ["lab", "--no-browser"]
+
+
 CASES = [  # command, provocation, the error class its one line names
+    ("lab", lab_without_jupyterlab, "JupyterSetupError"),
     ("reproduce", reproduce_unknown_key, "ParamError"),
     ("reproduce", reproduce_run_dir_busy, "RunBusyError"),
     ("status", status_value_not_yaml, "ParamError"),

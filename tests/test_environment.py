@@ -1,4 +1,4 @@
-"""environment.yml (conda) and pyproject.toml must list the same dependencies."""
+"""environment.yml (conda) and pyproject.toml must list the same dependencies (with the test and lab extras)."""
 import re
 
 import tomllib
@@ -12,7 +12,8 @@ def _name(req: str) -> str:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r): r.replace(" ", "") for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    extras = project["optional-dependencies"]
+    wanted = {_name(r): r.replace(" ", "") for r in project["dependencies"] + extras["test"] + extras["lab"]}
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = {_name(r): r.replace(" ", "") for r in pip}

@@ -58,7 +58,7 @@ def _child(tmp: str, out: str, log_file: str, lora: bool) -> None:
     # tqdm's default lock is a semaphore shared with the parent across fork: a SIGKILL while the
     # child holds it would leave pytest waiting forever. A lock of the child's own cannot.
     lock = threading.RLock()
-    for bar_class in (tqdm.std.tqdm, tqdm.auto.tqdm):  # the library's bars are tqdm.auto's
+    for bar_class in (tqdm.std.tqdm, tqdm.auto.tqdm):  # the library draws tqdm.std bars outside notebooks
         bar_class.set_lock(lock)
     p = tiny_params(Path(tmp))
     model = adapters.wrap(tiny_model(), p) if lora else tiny_model()

@@ -7,6 +7,8 @@ from pathlib import Path
 import nbformat as nbf
 import tomllib
 
+from hyperllama_lib.jupyter_kernel import KERNELSPEC
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "notebooks"
 REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
@@ -29,7 +31,7 @@ print(f"scale={P.scale}  run_dir={P.run_path}  data_dir={P.data_path}")"""
 
 def nb(name, cells):
     book = nbf.v4.new_notebook()
-    book.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+    book.metadata = {"kernelspec": dict(KERNELSPEC),
                      "language_info": {"name": "python"}}
     out = []
     cells = [cells[0], ("code", COLAB), *cells[1:]]
@@ -76,6 +78,14 @@ the optimiser steps one pass over the stream takes (`global_batch_size x seq_len
 print(f"vocabulary: {plan['vocab_size']} ids; seed {plan['seed_steps']} steps, bases {plan['base_steps']} steps "
       f"-> cloning after {plan['clone_after_fraction_of_english_steps']:.0%} of the English steps (paper: ~81%)")
 plan['cpt_steps']"""),
+("md", """**A look inside.** UniMax by hand: the languages from the smallest to the largest, each taking the budget
+left split evenly over the languages left, but at most `max_epochs` passes over its data (`budget_table`: the
+allocation 01_data used)."""),
+("code", """from hyperllama_lib.pipeline import inside
+inside.show(inside.unimax_by_hand(P))"""),
+("md", """The first tokens of the first target language's packed training stream, decoded one by one: documents
+are concatenated, each starting with the BOS token."""),
+("code", """inside.show(inside.first_tokens(P))"""),
 ("md", """## Target-language grammar: MultiBLiMP-style pairs built from Universal Dependencies
 
 The paper measures grammar in the target languages with **MultiBLiMP 1.0**, minimal pairs built
@@ -135,6 +145,14 @@ PARAMS,
 english"""),
 ("code", """assert english.clone_max_logit_difference.dropna().max() < 1e-4, "a clone changed the function"
 display(Markdown(f"Cloning preserved the logits to within {english.clone_max_logit_difference.max():.2e}."))"""),
+("md", """**A look inside.** One row of the first attention query weight in the seed and in its HyperClone (a hub
+run: the 1x base and its clone): the clone's row holds the seed's row twice, each half divided by 2, so on the
+input `[x, x]` it computes the same number; the row appears again below (the copied heads)."""),
+("code", """from hyperllama_lib.pipeline import inside
+inside.show(inside.cloned_weight(P))"""),
+("md", """The next-token distribution after an English held-out sentence, from the seed and from its clone: the same
+to float rounding."""),
+("code", """inside.show(inside.next_token_distributions(P))"""),
 ],
 "03_cpt": [
 ("md", """# 03 · Continued pretraining (CPT) per language
@@ -176,6 +194,10 @@ if curves.empty:  # models_from: hub
 else:
     display(curves[curves.trained_on.isin(runs.lang.unique())].pivot_table(index=["trained_on", "setup", "step", "tokens"],
                                                                            columns="lang", values="bpb"))"""),
+("md", """**A look inside.** The learning rate at every step of this job's training (warm-up, constant, linear decay to
+0 over the last `decay_fraction`) and the held-out bits per byte at every checkpoint:"""),
+("code", """from hyperllama_lib.pipeline import inside
+inside.show(inside.lr_schedule(P), inside.bpb_curves(P, curves))"""),
 ],
 "04_merge": [
 ("md", """# 04 · Merge the language models
@@ -223,6 +245,12 @@ PARAMS,
 ("code", SETUP.replace("{steps}", "merge")),
 ("code", """merges = merge.run(P)
 merges"""),
+("md", """**A look inside.** TIES by hand on one tensor of the merge of every language: each language's task vector
+trimmed to its largest `merge_density` share, the sign of their sum elected per entry, and the mean of the
+entries that agree with it; the share of kept entries that the election overrules, and the result against the
+saved merged tensor."""),
+("code", """from hyperllama_lib.pipeline import inside
+inside.show(inside.ties_by_hand(P))"""),
 ("md", """Each merged folder records what was merged how (`merge.json`) and, for mergekit's methods, the
 mergekit configuration that reproduces it (`mergekit-yaml mergekit_config.yml OUT`). With
 `merge_store: recipe` (the `released` scale: the paper's 546 merged models would take about 480 GB) a
@@ -274,6 +302,15 @@ language / `multilingual`: that CPT model with its checkpoints) and `setups` one
 ("code", """results = evaluate.run(P)
 finals = results[results["final"] & results.metric.isin(["accuracy", "bpb"])]
 finals.pivot_table(index=["setup", "kind", "trained_on"], columns=["benchmark", "lang"], values="value").round(3)"""),
+("md", """**A look inside.** One BLiMP and one MultiBLiMP pair scored token by token by the 1x and 2x English bases:
+log p of each token given BOS and the tokens before it; a pair counts as correct when the good sentence's `SUM`
+is higher. The shared beginning scores the same in both sentences; the difference comes from where they part."""),
+("code", """from hyperllama_lib.pipeline import inside
+examples = inside.example_pairs(P)
+for what, (good, bad) in examples.items():
+    inside.show(f"**{what}**", inside.pair_token_by_token(P, good, bad))
+if not examples:
+    inside.show("No local BLiMP or MultiBLiMP file in this run to show.")"""),
 ("md", """MultiBLiMP accuracy of the final models per language and phenomenon, with the source of the pairs:"""),
 ("code", """mb = results[results["final"] & (results.benchmark == "multiblimp")]
 display(Markdown("MultiBLiMP source: " + ", ".join(f"{lang}: {src}" for lang, src in

@@ -43,11 +43,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..device import Placement
 from ..device import resolve as resolve_placement
 from ..errors import ModelFolderError, ParamError
+from ..progress import tqdm
 from . import fast_llama, prefix_tree
 
 BREAKDOWN_COLUMNS = ("paradigm", "field", "phenomenon", "lang")

@@ -45,7 +45,6 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from ..artifacts import atomic
 from ..artifacts.checkpoints import (  # noqa: F401  (tensor_files, tensor_shapes: re-exported)
@@ -60,6 +59,7 @@ from ..artifacts.checkpoints import (  # noqa: F401  (tensor_files, tensor_shape
     write_safetensors,
 )
 from ..errors import MergeError, ModelFolderError  # noqa: F401  (defined in errors.py)
+from ..progress import tqdm
 from .methods import METHODS, MergeMethod
 from .methods._base import magnitude_prune, per_model_values, random_prune  # noqa: F401  (re-exported)
 

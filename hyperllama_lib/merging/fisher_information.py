@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from ..artifacts import atomic, checkpoints
 from ..corpus.packing import PackedTokens
 from ..errors import DataError
+from ..progress import tqdm
 
 
 def windows(tokens: PackedTokens, seq_len: int, n_tokens: int) -> list[np.ndarray]:

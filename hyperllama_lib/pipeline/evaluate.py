@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .. import artifacts, evaluation, fingerprints, languages
 from ..corpus import tokenizer as tok_lib
@@ -38,6 +37,7 @@ from ..evaluation import benchmarks
 from ..merging import recipe
 from ..models import modeling
 from ..params import MissingInputError, Params
+from ..progress import tqdm
 from ..training.stage_folder import step_folders, step_of
 from . import layout
 

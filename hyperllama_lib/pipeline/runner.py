@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import artifacts, languages
+from .. import artifacts, jupyter_kernel, languages
 from ..errors import RunBusyError
 from ..params import REPO_ROOT, ParamError, Params, load_params
 from . import layout
@@ -292,7 +292,9 @@ class Runner:
         self.alone = alone(self.jobs)
 
     def _env(self, job: Job) -> dict:
-        env = {**os.environ, artifacts.JOB_STEPS_ENV: str(self._steps_file(job)), "PYTHONUNBUFFERED": "1"}
+        # the environment's own kernel (not a user-level one of the same name), and text progress bars
+        env = {**jupyter_kernel.environment(plain_progress=True), artifacts.JOB_STEPS_ENV: str(self._steps_file(job)),
+               "PYTHONUNBUFFERED": "1"}
         if self.n_jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
             # parallel jobs share the cores instead of each starting one thread per core; a job that never
             # runs beside another (01_data, 02_upscale, 06_analysis) gets them all
@@ -317,7 +319,7 @@ class Runner:
                "pid": os.getpid(), "started": started, "executed": str(executed)}
         artifacts.atomic.write_json(record_path(p, job), rec)
         cmd = [sys.executable, "-m", "papermill", *papermill_args(p, self.overrides, job, self.notebooks),
-               "--cwd", str(self.notebooks), "--kernel", "python3", "--log-output", "--no-progress-bar"]
+               "--cwd", str(self.notebooks), "--kernel", jupyter_kernel.KERNEL_NAME, "--log-output", "--no-progress-bar"]
         with open(log_file, "w") as log:
             with self.lock:
                 if self.interrupted:
@@ -356,6 +358,7 @@ class Runner:
         records = {job.name: read_record(self.p, job) for job in jobs}
         pending = list(jobs)
         t0 = time.time()
+        jupyter_kernel.register()  # a no-op where the environment's setup (make env, make lab) registered it
         with run_lock(self.p) as lock_fd, ThreadPoolExecutor(self.n_jobs) as pool:
             running = {}
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

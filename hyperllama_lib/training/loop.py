@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import evaluation
 from ..artifacts import atomic
@@ -34,6 +33,7 @@ from ..device import resolve as resolve_placement
 from ..errors import DiskSpaceError, NonFiniteLossError, TooLittleDataError, TrainingError  # noqa: F401  (defined in errors.py)
 from ..models import modeling
 from ..params import ParamError, Params
+from ..progress import tqdm
 from . import adapters, distributed, resume
 from .stage_folder import StageFolder
 
