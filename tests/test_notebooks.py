@@ -137,6 +137,11 @@ def test_results_are_real_and_complete(smoke_run):
     models = set(results.model)
     assert {"base_1x", "base_2x", "base_1x_cloned"} <= models
     assert len([m for m in models if m.startswith("cpt-")]) == 5 * 3
+    # an English base serves every setup built on it, scored once and listed once per setup
+    assert not results.duplicated(["model", "setup", "step", "final", "benchmark", "lang", "metric"]).any()
+    bases = set(zip(results[results.kind == "base"].model, results[results.kind == "base"].setup))
+    assert bases == {("base_1x", "1x"), ("base_1x", "1x_lora"), ("base_1x_cloned", "1x_cloned"), ("base_2x", "2x"),
+                     ("base_2x", "2x_lora")}
     assert {f"merged-{s}-{m}" for s in ("1x", "1x_cloned", "2x", "1x_lora", "2x_lora") for m in ("linear", "ties")} <= models
     blimp = results[(results.benchmark == "blimp") & results.metric.str.startswith("accuracy")].value
     assert blimp.between(0, 1).all() and blimp.nunique() > 1

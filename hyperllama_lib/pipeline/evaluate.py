@@ -203,19 +203,25 @@ def run(p: Params, log=print) -> pd.DataFrame:
             target = layout.of(p).model_results(entry.key)
             artifacts.atomic.write_text(target, rows.to_csv(index=False))
             step.outputs = [target]
-    return pd.concat([pd.read_csv(layout.of(p).model_results(e.key)) for e in entries], ignore_index=True)
+    return pd.concat([_rows_of(p, e) for e in entries], ignore_index=True)
+
+
+def _rows_of(p: Params, entry: ModelEntry) -> pd.DataFrame:
+    """A model's saved rows, labelled with the entry's setup: an English base is scored once and serves
+    every setup built on it (base_1x: 1x and 1x_lora)."""
+    return pd.read_csv(layout.of(p).model_results(entry.key)).assign(setup=entry.setup)
 
 
 def load_results(p: Params, log=print) -> pd.DataFrame:
     """The rows of every model of the run evaluated so far (05_eval may have run per model group);
     also written to results/results.csv."""
     entries = models(p, checkpoints=p.eval_checkpoints)
-    found = [f for f in (layout.of(p).model_results(e.key) for e in entries) if f.is_file()]
+    found = [e for e in entries if layout.of(p).model_results(e.key).is_file()]
     if not found:
         raise MissingInputError(f"no evaluation results in {p.run_path}; run notebooks/05_eval.ipynb first")
     if len(found) < len(entries):
         log(f"{len(entries) - len(found)} of {len(entries)} models and checkpoints are not evaluated yet; "
             "run notebooks/05_eval.ipynb to include them")
-    results = pd.concat([pd.read_csv(f) for f in found], ignore_index=True)
+    results = pd.concat([_rows_of(p, e) for e in found], ignore_index=True)
     artifacts.atomic.write_text(layout.of(p).results, results.to_csv(index=False))
     return results
