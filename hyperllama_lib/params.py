@@ -251,8 +251,8 @@ def _lang(value: str, allow_multilingual: bool = False) -> str:
 
 def _cpt_lang(value: str) -> str:
     """03_cpt's language: a target language, multilingual, or each (every target language of the run)."""
-    choices = (f"{', '.join(languages.TARGET_LANGUAGES)} (or their names), {languages.MULTILINGUAL}, "
-               f"{languages.EACH}")
+    choices = (", ".join(f"{c} ({languages.name(c)})" for c in languages.TARGET_LANGUAGES)
+               + f", {languages.MULTILINGUAL}, {languages.EACH}")
     if str(value).strip().lower() == languages.EACH:
         return languages.EACH
     try:

@@ -32,7 +32,7 @@ def test_unknown_key_is_one_line_with_valid_keys(data_dir):
 
 
 @pytest.mark.parametrize("overrides, needle", [
-    ({"lang": "klingon"}, "valid choices: eng (english), est (estonian)"),
+    ({"lang": "klingon"}, "valid choices: est (estonian), fao (faroese)"),
     ({"langs": ["est", "xxx"]}, "unknown language 'xxx'"),
     ({"setups": ["3x"]}, "valid choices: 1x, 1x_cloned, 2x"),
     ({"merge_methods": ["frankenmerge"]}, "valid choices: dare_linear, dare_ties, fisher"),

@@ -52,7 +52,7 @@ def test_released_formats_load_without_remote_code_and_keep_the_logits(tmp_path,
 
 def smoke(tmp_path, **overrides):
     values = {"run_dir": str(tmp_path / "run"), "models_from": "hub", "langs": ["est", "fao"],
-              "merge_methods": ["linear"], **overrides}
+              "setups": ["1x", "1x_cloned", "2x"], "merge_methods": ["linear"], **overrides}
     return load_params("smoke", values, need_data=False)
 
 
