@@ -95,17 +95,19 @@ COLUMNS = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "gram
            "ungrammatical_feature", "child", "distance", "prefix", "metadata"]
 PHENOMENA = ("SV-#", "SV-P", "SV-G", "SP-#", "SP-P", "SP-G")
 AGREEMENT = {"Number": "#", "Person": "P", "Gender": "G"}
-TARGETS = {
-    "Number": {"Sing": ("Plur",), "Plur": ("Sing",), "Dual": ("Sing",)},
-    "Person": {"1": ("3", "2"), "2": ("3", "1"), "3": ("1", "2")},
-    "Gender": {g: tuple(x for x in ("Masc", "Fem", "Neut", "Com") if x != g) for g in ("Masc", "Fem", "Neut", "Com")},
-}
+VALUES = {"Number": ("Sing", "Plur", "Dual"), "Person": ("1", "2", "3"), "Gender": ("Masc", "Fem", "Neut", "Com")}
+TARGETS = {feature: {v: tuple(x for x in values if x != v) for v in values} for feature, values in VALUES.items()}
 COMPARED = ("VerbForm", "Mood", "Tense", "Aspect", "Voice", "Polarity", "Person", "Number", "Gender",
             "Case", "Definite")
-SUBJECT_RELATIONS = ("nsubj", "nsubj:pass")
 SUBJECT_UPOS = ("NOUN", "PRON")
+HEAD_UPOS = ("VERB", "AUX")
+SKIPPED_HEAD_RELATIONS = ("expl", "csubj:outer", "nsubj:outer")
+MAX_WORDS = 64
+# what the agreeing word must show, per language and phenomenon (MultiBLiMP: English number only in the
+# present third person, where English verbs mark it)
+REQUIRED = {("eng", "SV-#"): {"Tense": "Pres", "Person": "3"}}
 ZWNJ = "\u200c"
-DOMINANCE = 2  # a target form needs this many times the support of any other (see _choose)
+RARE_FORM_RATIO = 100  # a UD form seen this many times less often than the commonest target form is noise
 NON_FINITE = {"V.PTCP": "Part", "V.PTCP.PRS": "Part", "V.PTCP.PST": "Part", "NFIN": "Inf", "V.CVB": "Conv",
               "V.MSDR": "Vnoun"}
 UNIMORPH_FEATURES = {
@@ -234,20 +236,34 @@ def offsets(sent: Sentence) -> dict[int, tuple[int, int]] | None:
 
 
 def sentence_problem(sent: Sentence) -> str | None:
-    """Why a sentence is not used (typo, foreign, style, correction, reparandum), or None."""
+    """Why MultiBLiMP would not use a sentence (typo, foreign word, style, correction, reparandum, too
+    long), or None."""
+    if len(sent.words) > MAX_WORDS:
+        return "too long"
     for w in sent.words:
-        both = {**w.misc, **w.feats}
-        if w.feats.get("Typo") == "Yes" or w.deprel == "goeswith":
+        if w.feats.get("Typo") == "Yes":
             return "typo"
-        if both.get("Foreign") == "Yes" or w.deprel.endswith(":foreign"):
+        if "Foreign" in w.feats:
             return "foreign"
-        if "Style" in both:
+        if "Style" in w.feats:
             return "style"
-        if any(k.startswith("Correct") for k in both):
+        if any("Correct" in k for k in w.misc):
             return "correction"
-        if w.deprel.split(":")[0] == "reparandum":
+        if w.deprel == "reparandum":
             return "reparandum"
     return None
+
+
+def words_text(sent: Sentence, replace: dict[int, str] | None = None) -> str:
+    """The words joined by spaces except where MISC says SpaceAfter=No (MultiBLiMP's sentence for
+    words inside multi-word tokens, e.g. "is n't")."""
+    replace = replace or {}
+    parts = []
+    for w in sent.words:
+        parts.append(replace.get(w.id, w.form))
+        if w.misc.get("SpaceAfter") != "No":
+            parts.append(" ")
+    return "".join(parts).strip()
 
 
 # ---------------------------------------------------------------- the lexicon
@@ -328,8 +344,8 @@ class Lexicon:
         self.swaps: dict[tuple, tuple | str] = {}  # swap() results by word and feature
 
     def add_sentence(self, sent: Sentence) -> None:
-        for w in sent.words:  # words inside multi-word tokens are not surface forms
-            if not w.in_mwt and (w.upos in ("VERB", "AUX") or w.feats.get("VerbForm") == "Part"):
+        for w in sent.words:  # words inside multi-word tokens count too ("'m" of "I'm"), as in MultiBLiMP
+            if w.upos in ("VERB", "AUX") or w.feats.get("VerbForm") == "Part":
                 key = tuple(sorted(_ud_analysis(w.feats).items()))
                 self.ud[w.lemma][(unicodedata.normalize("NFC", w.form), key)] += 1
         self._cache.clear()
@@ -337,17 +353,12 @@ class Lexicon:
 
     def add_file(self, path: str | Path) -> None:
         """The verb forms of a CoNLL-U file, read without building sentences (for lexicon-only files)."""
-        mwt_end = 0
         for line in _lines(path):
-            if not line.strip():
-                mwt_end = 0
-            elif line[0].isdigit():
+            if line[:1].isdigit():
                 cols = line.rstrip("\r").split("\t")
-                if len(cols) != 10 or "." in cols[0]:
+                if len(cols) != 10 or "." in cols[0] or "-" in cols[0]:
                     continue
-                if "-" in cols[0]:
-                    mwt_end = int(cols[0].split("-")[1])
-                elif int(cols[0]) > mwt_end and (cols[3] in ("VERB", "AUX") or "VerbForm=Part" in cols[5]):
+                if cols[3] in ("VERB", "AUX") or "VerbForm=Part" in cols[5]:
                     key = tuple(sorted(_ud_analysis(_attributes(cols[5])).items()))
                     self.ud[cols[2]][(unicodedata.normalize("NFC", cols[1]), key)] += 1
         self._cache.clear()
@@ -420,87 +431,93 @@ def _subject_features(subject: Word) -> dict:
     return feats
 
 
+def _clause_problem(sent: Sentence, subject: Word, head: Word) -> str | None:
+    if any(k.deprel == "conj" for k in sent.children.get(subject.id, [])):
+        return "conjoined subject"
+    for kid in sent.children.get(head.id, []):
+        found = next((r for r in SKIPPED_HEAD_RELATIONS if r in kid.deprel), None)
+        if found:
+            return "expletive" if found == "expl" else "outer subject"
+    return None
+
+
+def _agreeing_words(sent: Sentence, head: Word) -> list[tuple[Word, str]]:
+    """(word, kind): for SV the head's first auxiliary or copula, else the head itself; for SP the head
+    when it is a participle VERB (MultiBLiMP's two filters)."""
+    helper = next((k for k in sent.children.get(head.id, []) if k.deprel == "cop" or k.deprel.startswith("aux")),
+                  None)
+    out = [(helper or head, "SV")]
+    if head.upos == "VERB" and head.feats.get("VerbForm") == "Part":
+        out.append((head, "SP"))
+    return out
+
+
 def candidates(sent: Sentence, reasons: Counter) -> list[Candidate]:
     """Subject-word pairs of a sentence that pass the clause filters (reasons counts the others)."""
     by_id = {w.id: w for w in sent.words}
     out = []
     for subject in sent.words:
-        if subject.deprel not in SUBJECT_RELATIONS or subject.upos not in SUBJECT_UPOS:
-            continue
         head = by_id.get(subject.head)
-        if head is None:
+        if subject.deprel != "nsubj" or subject.upos not in SUBJECT_UPOS or head is None:
             continue
-        kids = sent.children.get(head.id, [])
-        if any(k.deprel == "conj" or k.deprel.startswith("conj:") for k in sent.children.get(subject.id, [])):
-            reasons["conjoined subject"] += 1
+        if head.upos not in HEAD_UPOS:
+            reasons["head not a verb"] += 1
             continue
-        if any(k.deprel.split(":")[0] == "expl" for k in kids):
-            reasons["expletive"] += 1
+        problem = _clause_problem(sent, subject, head)
+        if problem:
+            reasons[problem] += 1
             continue
-        if any(k.deprel in ("nsubj:outer", "csubj:outer") for k in kids):
-            reasons["outer subject"] += 1
-            continue
-        # finite auxiliaries and copulas agree; the head agrees in what none of them shows
-        helpers = [k for k in kids if k.deprel in ("aux", "aux:pass", "cop") and _finite(k.feats)]
-        shown = {f for k in helpers for f in AGREEMENT if f in k.feats}
-        words = [(k, set(AGREEMENT)) for k in helpers]
-        if head.upos in ("VERB", "AUX") or head.feats.get("VerbForm") == "Part":
-            words.append((head, set(AGREEMENT) - shown))
         subject_feats = _subject_features(subject)
-        found = False
-        for word, testable in words:
+        for word, kind in _agreeing_words(sent, head):
             own = _ud_analysis(word.feats)
-            kind = "SP" if own.get("VerbForm") == "Part" else "SV" if own.get("VerbForm") == "Fin" else None
-            feats = {**subject_feats, **own}
-            tested = tuple(f for f in AGREEMENT if f in testable and f in feats)
-            if kind is None or not tested:
+            if own.get("VerbForm") != ("Part" if kind == "SP" else "Fin"):
+                reasons["no agreeing word"] += 1
                 continue
-            found = True
             if not _compatible({k: own[k] for k in AGREEMENT if k in own}, subject_feats):
                 reasons["subject-verb feature mismatch"] += 1
                 continue
-            out.append(Candidate(subject, word, kind, feats, tested))
-        if not found:
-            reasons["no agreeing word"] += 1
+            feats = {**subject_feats, **own}
+            out.append(Candidate(subject, word, kind, feats, tuple(f for f in AGREEMENT if f in feats)))
     return out
 
 
-def swap(cand: Candidate, feature: str, lexicon: Lexicon) -> tuple[str, str] | str:
-    """(new value, new form) for swapping one feature of the word, or the reason it cannot be done."""
+def swap(cand: Candidate, feature: str, lexicon: Lexicon) -> list[tuple[str, str]] | str:
+    """Every (new value, new form) for swapping one feature of the word, or why there is none."""
     word, feats = cand.word, cand.feats
-    value = feats[feature]
-    options = TARGETS[feature].get(value)
+    options = TARGETS[feature].get(feats[feature])
     if not options:
         return "no target value"
     key = (word.lemma, word.form, tuple(sorted(feats.items())), feature)
     if key not in lexicon.swaps:
         lexicon.swaps[key] = _swap(word, feats, feature, options, lexicon.analyses(word))
     result = lexicon.swaps[key]
-    return result if isinstance(result, str) else (result[0], _match_case(word.form, result[1]))
+    return result if isinstance(result, str) else [(value, _match_case(word.form, form)) for value, form in result]
 
 
-def _swap(word: Word, feats: dict, feature: str, options: tuple, analyses: list[Analysis]) -> tuple | str:
+def _swap(word: Word, feats: dict, feature: str, options: tuple, analyses: list[Analysis]) -> list | str:
     value = feats[feature]
     original = _plain(word.form)
     grammatical = {_plain(a.form) for a in analyses if a.feats.get(feature) == value and _compatible(a.feats, feats)}
     if original not in grammatical:
         return "form not confirmed"
-    first_reason = None
+    found, first_reason = [], None
     for new in options:
         target = {**feats, feature: new}
-        found = [a for a in analyses if a.feats.get(feature) == new and _compatible(a.feats, target)]
-        result = _choose(found, target, original, grammatical)
-        if isinstance(result, tuple):
-            return new, result[0]
-        first_reason = first_reason or result
-    return first_reason
+        matches = [a for a in analyses if a.feats.get(feature) == new and _compatible(a.feats, target)]
+        result = _choose(matches, target, original, grammatical)
+        if isinstance(result, str):
+            first_reason = first_reason or result
+        else:
+            found += [(new, form) for form in result if (new, form) not in found]
+    return found or first_reason
 
 
-def _choose(found: list[Analysis], target: dict, original: str, grammatical: set[str]) -> tuple[str] | str:
-    """The target form, or why there is none. The most specific analyses win (most features equal to
-    the target, then fewest features the target lacks); among their forms, one must have at least
-    DOMINANCE times the support of any other (UD count, or 1 for a UniMorph entry), and it must
-    differ from the original and have no analysis with the original value (`grammatical`)."""
+def _choose(found: list[Analysis], target: dict, original: str, grammatical: set[str]) -> list[str] | str:
+    """Every target form, or why there is none. The most specific analyses win (most features equal to
+    the target, then fewest features the target lacks); of their forms, all are kept (MultiBLiMP takes
+    every form its lexicon has) except a UD form RARE_FORM_RATIO times rarer than the commonest (noise),
+    the original, forms that also have the original value (`grammatical`: the wrong sentence could be
+    right) and multi-word forms."""
     if not found:
         return "missing form"
 
@@ -508,21 +525,42 @@ def _choose(found: list[Analysis], target: dict, original: str, grammatical: set
         return sum(a.feats.get(k) == v for k, v in target.items()), -len(a.feats.keys() - target.keys())
 
     best = max(specificity(a) for a in found)
-    support: Counter = Counter()
     spelling: dict[str, Counter] = defaultdict(Counter)
     for a in found:
         if specificity(a) == best:
-            support[_plain(a.form)] += a.count or 1
             spelling[_plain(a.form)][a.form] += a.count or 1
-    (top, n), *rest = support.most_common()
-    if rest and n < DOMINANCE * rest[0][1]:
-        return "ambiguous target"
-    if top == original:
-        return "identical form"
-    if top in grammatical:
-        return "ambiguous form"
-    form = min(spelling[top], key=lambda f: (-spelling[top][f], f))
-    return "multi-word form" if " " in form.strip() else (form,)
+    top = max(sum(c.values()) for c in spelling.values())
+    forms, reason = [], "identical form"
+    for plain in sorted(spelling):
+        if RARE_FORM_RATIO * sum(spelling[plain].values()) < top:
+            continue
+        form = min(spelling[plain], key=lambda f: (-spelling[plain][f], f))
+        if plain == original:
+            continue
+        if plain in grammatical:
+            reason = "ambiguous form"
+        elif " " in form.strip():
+            reason = "multi-word form"
+        else:
+            forms.append(form)
+    return forms or reason
+
+
+def _sentence_frame(sent: Sentence, word: Word, spans: dict | None) -> tuple[str, str, str] | None:
+    """(sentence, text before the word, text after it): the `# text` where the word is its own token,
+    else the words joined as MultiBLiMP joins them; None when the word has no place in either."""
+    span = spans.get(word.id) if spans else None
+    if span is not None:
+        return sent.text, sent.text[:span[0]], sent.text[span[1]:]
+    marker = "\x00"
+    joined = words_text(sent, {word.id: marker})
+    before, _, after = joined.partition(marker)
+    return joined.replace(marker, word.form), before, after
+
+
+def _meets_requirements(cand: Candidate, lang: str, phenomenon: str) -> bool:
+    required = REQUIRED.get((lang, phenomenon), {})
+    return all(cand.feats.get(k) == v for k, v in required.items())
 
 
 def sentence_items(sent: Sentence, lang: str, lexicon: Lexicon, reasons: Counter) -> list[dict]:
@@ -532,32 +570,29 @@ def sentence_items(sent: Sentence, lang: str, lexicon: Lexicon, reasons: Counter
         reasons[problem] += 1
         return []
     spans = offsets(sent)
-    if spans is None:
-        reasons["text does not match tokens"] += 1
-        return []
     rows = []
     for cand in candidates(sent, reasons):
-        word, span = cand.word, spans.get(cand.word.id)
+        word = cand.word
+        text, before, after = _sentence_frame(sent, word, spans)
         for feature in cand.tested:
-            code = AGREEMENT[feature]
-            if span is None:
-                reasons["verb inside a multi-word token"] += 1
+            phenomenon = f"{cand.kind}-{AGREEMENT[feature]}"
+            if not _meets_requirements(cand, lang, phenomenon):
+                reasons["not a tested form"] += 1
                 continue
             result = swap(cand, feature, lexicon)
             if isinstance(result, str):
                 reasons[result] += 1
                 continue
-            new_value, new_form = result
-            text = sent.text
             meta = {"file": sent.file, "sent_id": sent.sent_id, "verb_id": word.id, "child_id": cand.subject.id,
                     "lemma": word.lemma, "upos": word.upos, "deprel": word.deprel}
-            rows.append({
-                "sen": text, "verb": word.form, "wrong_sen": text[:span[0]] + new_form + text[span[1]:],
-                "wrong_verb": new_form, "phenomenon": f"{cand.kind}-{code}", "lang": lang,
-                "grammatical_feature": cand.feats[feature], "ungrammatical_feature": new_value,
-                "child": cand.subject.form, "distance": word.id - cand.subject.id,
-                "prefix": text[:span[0]].rstrip(), "metadata": json.dumps(meta, ensure_ascii=False),
-            })
+            for new_value, new_form in result:
+                rows.append({
+                    "sen": text, "verb": word.form, "wrong_sen": before + new_form + after,
+                    "wrong_verb": new_form, "phenomenon": phenomenon, "lang": lang,
+                    "grammatical_feature": cand.feats[feature], "ungrammatical_feature": new_value,
+                    "child": cand.subject.form, "distance": word.id - cand.subject.id,
+                    "prefix": before.rstrip(), "metadata": json.dumps(meta, ensure_ascii=False),
+                })
     return rows
 
 
