@@ -99,6 +99,7 @@ VALUES = {"Number": ("Sing", "Plur", "Dual"), "Person": ("1", "2", "3"), "Gender
 TARGETS = {feature: {v: tuple(x for x in values if x != v) for v in values} for feature, values in VALUES.items()}
 COMPARED = ("VerbForm", "Mood", "Tense", "Aspect", "Voice", "Polarity", "Person", "Number", "Gender",
             "Case", "Definite")
+SUBJECT_RELATIONS = ("nsubj", "nsubj:pass")  # MultiBLiMP: nsubj only (see the module doc)
 SUBJECT_UPOS = ("NOUN", "PRON")
 HEAD_UPOS = ("VERB", "AUX")
 SKIPPED_HEAD_RELATIONS = ("expl", "csubj:outer", "nsubj:outer")
@@ -447,7 +448,7 @@ def _agreeing_words(sent: Sentence, head: Word) -> list[tuple[Word, str]]:
     helper = next((k for k in sent.children.get(head.id, []) if k.deprel == "cop" or k.deprel.startswith("aux")),
                   None)
     out = [(helper or head, "SV")]
-    if head.upos == "VERB" and head.feats.get("VerbForm") == "Part":
+    if head.feats.get("VerbForm") == "Part":
         out.append((head, "SP"))
     return out
 
@@ -458,9 +459,9 @@ def candidates(sent: Sentence, reasons: Counter) -> list[Candidate]:
     out = []
     for subject in sent.words:
         head = by_id.get(subject.head)
-        if subject.deprel != "nsubj" or subject.upos not in SUBJECT_UPOS or head is None:
+        if subject.deprel not in SUBJECT_RELATIONS or subject.upos not in SUBJECT_UPOS or head is None:
             continue
-        if head.upos not in HEAD_UPOS:
+        if head.upos not in HEAD_UPOS and head.feats.get("VerbForm") != "Part":
             reasons["head not a verb"] += 1
             continue
         problem = _clause_problem(sent, subject, head)
