@@ -382,3 +382,37 @@ def test_no_treebank_gives_an_empty_counts_table(tmp_path):
     written = data.build_multiblimp(p, layout.of(p).data, log=lambda m: None)
     assert written == [layout.of(p).data.multiblimp_counts, layout.of(p).data.multiblimp_counts.with_suffix(".md")]
     assert data.load_multiblimp_counts(p).empty and not layout.of(p).data.multiblimp("est").exists()
+
+
+def test_counts_against_the_released_multiblimp(real_pairs):
+    _, built = real_pairs
+    table = ud_pairs.counts_against_released(built).set_index("lang")
+    assert table.loc["eng", "multiblimp_1_0"] == 770 and table.loc["swe", "multiblimp_1_0"] == 201
+    assert (table.built <= table.before_balancing).all() and (table.built > 0).all()
+
+
+def test_recovers_the_released_english_pairs_from_our_treebanks():
+    """MultiBLiMP 1.0's eng/data.tsv is not ours to ship: give its path in HYPERLLAMA_MULTIBLIMP_ENG."""
+    import os
+
+    from conftest import shared_data
+
+    released = os.environ.get("HYPERLLAMA_MULTIBLIMP_ENG")
+    if not released or not os.path.isfile(released):
+        pytest.skip("the released MultiBLiMP 1.0 English data.tsv is not here: set HYPERLLAMA_MULTIBLIMP_ENG")
+    data_dir = shared_data()
+    files = ud_pairs.lexicon_files(data_dir, "eng")
+    if not files:
+        pytest.skip(f"no English UD treebanks at {data_dir / 'ud'}: set HYPERLLAMA_DATA")
+    ours = ud_pairs.build_pairs(files, "eng", ud_pairs.unimorph_file(data_dir, "eng"), files, max_share=1.0)
+    found, total = ud_pairs.recovered_share(pd.read_csv(released, sep="\t"), ours.pairs, files)
+    assert total > 0 and found / total >= 0.6, (found, total)
+
+
+def test_recovered_share_matches_ids_and_ignores_whitespace():
+    released = pd.DataFrame({"wrong_sen": ["Yes, am n't she?", "They is .", "He are ."],
+                             "metadata": [repr({"sent_id": "a", "treebank": "UD_English-X/x.conllu"}),
+                                          repr({"sent_id": "b", "treebank": "UD_English-X/x.conllu"}),
+                                          repr({"sent_id": "c", "treebank": "UD_English-Y/other.conllu"})]})
+    ours = pd.DataFrame({"wrong_sen": ["Yes, amn't she?"], "metadata": [json.dumps({"sent_id": "a"})]})
+    assert ud_pairs.recovered_share(released, ours, ["/d/x.conllu.gz"]) == (1, 2)

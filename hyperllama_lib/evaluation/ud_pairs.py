@@ -6,31 +6,28 @@ every language with a UD treebank gets grammar pairs. `build_pairs` reads CoNLL-
 in MultiBLiMP's `data.tsv` format (`write_data_tsv`), which
 `pair_sources.load_multiblimp_local` reads.
 
-Design choices (ours where the method leaves room):
-- Sentences. A sentence is dropped when any word has `Typo=Yes` or a `goeswith` relation (typos),
-  `Foreign=Yes` (FEATS or MISC) or a `:foreign` relation (foreign words), any `Style=` feature (style),
-  any `Correct*=` attribute in FEATS or MISC, e.g. `CorrectForm=` (corrections), or a `reparandum`
-  relation (disfluencies). Its `# text` must be spelled by its tokens in order (only whitespace
-  between them), so that the verb's place in the text is known; otherwise the sentence is dropped.
-- Subjects and agreeing words. A subject is an `nsubj` or `nsubj:pass` dependent with UPOS NOUN or
-  PRON. Its head's finite auxiliaries and copula (`aux`, `aux:pass`, `cop`) agree with it; the head
-  itself, when a VERB or AUX or a participle (`VerbForm=Part`, whatever its UPOS: Swedish tags
-  predicative participles ADJ), agrees in the features none of those shows. So in "the letters were
-  written" the auxiliary carries number and person, an Icelandic participle still gender, a Swedish
-  one (its auxiliary shows neither) number and gender, and a Persian participle before "است" nothing.
-  A finite word has `VerbForm=Fin`, or no VerbForm but Person or Mood. Phenomena: SV-#/SV-P/SV-G for
-  finite words, SP-#/SP-P/SP-G for participles (number, person, gender).
-- Skipped clauses: a subject with a `conj` dependent (conjoined subject); a head with an `expl`
-  dependent (expletive) or an `nsubj:outer`/`csubj:outer` dependent (outer subject).
+Design choices: MultiBLiMP's published pipeline (github.com/jumelet/multiblimp: its NsubjFilter, its
+UniMorph/UD inflector, its treebank filter) wherever ours differed; docs/multiblimp_pairs.md lists where
+we still differ and why.
+- Sentences. Dropped, as in MultiBLiMP, when any word has `Typo=Yes`, a `Foreign` or `Style` feature,
+  a MISC key containing `Correct`, or the relation `reparandum`, or when it has more than MAX_WORDS (64)
+  words. The pair's sentence is the `# text` when the swapped word is its own token there; otherwise
+  (a word inside a multi-word token such as "isn't", or tokens that do not spell the text) it is the
+  words joined by spaces except after SpaceAfter=No, MultiBLiMP's sentence ("is n't").
+- Subjects and agreeing words. A subject is an `nsubj` (or, unlike MultiBLiMP, `nsubj:pass`) dependent
+  with UPOS NOUN or PRON whose head is a VERB or AUX (or a participle: Swedish tags them ADJ). SV: the
+  agreeing word is the head's first `cop`/`aux*` dependent, else the head, and must be finite
+  (`VerbForm=Fin`, or no VerbForm but Person or Mood). SP: the head itself when it is a participle.
+  Skipped: a subject with a `conj` dependent; a head with a dependent whose relation contains `expl`,
+  `csubj:outer` or `nsubj:outer`. Per language and phenomenon REQUIRED may demand features of the word:
+  English SV-# only in the present third person (MultiBLiMP's setting).
 - Features. The agreement features are Number, Person and Gender. Ones missing on the agreeing word
   are taken from the subject (a NOUN subject without Person counts as third person). When subject and
-  word both have a value and the values differ, the subject-word pair is dropped. One item is tried
-  per agreement feature of the word.
-- Target value. Number swaps Sing <-> Plur (Dual -> Sing). Person tries 3 -> 1, then 2; 1 -> 3,
-  then 2; 2 -> 3, then 1: the first value that gives a form is used. Gender tries the other genders
-  in the order Masc, Fem, Neut, Com.
+  word both have a value and the values differ, the subject-word pair is dropped. Each agreement
+  feature of the word is swapped to every other value (Number Sing/Plur/Dual, Person 1/2/3, Gender
+  Masc/Fem/Neut/Com).
 - Forms. A lexicon per language holds every VERB/AUX/participle form attested in the UD files given
-  (with its UD features and count; words inside multi-word tokens are not forms), plus UniMorph verb
+  (words inside multi-word tokens included, e.g. "'m"; with UD features and count), plus UniMorph verb
   entries (lemma, form, ';'-tags, mapped to UD features; finite unless tagged as a participle,
   infinitive, converb or masdar; colloquial COL entries are skipped). The forms of a multi-word
   UniMorph lemma whose first words they repeat also count for its last word ("X kardan" gives the
@@ -43,18 +40,16 @@ Design choices (ours where the method leaves room):
   value of the swapped feature explicitly and is compatible with the word's features ("form not
   confirmed" otherwise: e.g. a Swedish finite verb, which has no number). Target analyses have the
   new value explicitly and are compatible with the word's other features; the most specific win (most
-  features equal to the target, then fewest features the target lacks). Among their forms, one must
-  have at least DOMINANCE (2) times the support of any other (its UD count; 1 for a UniMorph entry),
-  else the item is dropped as "ambiguous target": this drops annotation noise and forms left
-  underspecified (an Icelandic participle without gender matches every gender). The item is also
-  dropped when there is no target form ("missing form"), when the chosen form equals the original up
-  to case ("identical form"), when it is ambiguous: it has an analysis with the original value that is
-  compatible with the word's features, so the wrong sentence could be grammatical ("ambiguous form"),
-  or when it contains a space ("multi-word form"). Forms are compared casefolded and without
-  zero-width non-joiners; Persian UniMorph spells without them, so a UniMorph form gets the original's
-  ZWNJs at the same offsets where their beginnings agree. The new form copies the original's
-  capitalisation; a word inside a multi-word token cannot be swapped.
-- Rows. `sen` is the `# text`; `wrong_sen` replaces the word's characters; `prefix` is the text
+  features equal to the target, then fewest features the target lacks). Every form of theirs makes
+  a pair (MultiBLiMP takes every form its lexicon has: "is" -> "am" and "'m"), except a form seen
+  RARE_FORM_RATIO (100) times less often than the commonest (annotation noise), the original up to
+  case ("identical form"), a form with an analysis that has the original value and is compatible with
+  the word's features, so the wrong sentence could be grammatical ("ambiguous form"), and a form with
+  a space ("multi-word form"); none left: "missing form" or the first of those reasons. Forms are
+  compared casefolded and without zero-width non-joiners; Persian UniMorph spells without them, so a
+  UniMorph form gets the original's ZWNJs at the same offsets where their beginnings agree. The new
+  form copies the original's capitalisation.
+- Rows. `sen` is the sentence above; `wrong_sen` replaces the word's characters; `prefix` is the text
   before the word, without trailing spaces; `distance` = word id - subject id (negative when the
   word comes first); `metadata` is JSON with the file, `sent_id`, ids and lemma. Feature values are
   UD's (Sing, Plur, 1, 2, 3, Masc, Fem, Neut, Com). Identical (sen, wrong_sen) rows are kept once.
@@ -70,6 +65,7 @@ Design choices (ours where the method leaves room):
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
 import functools
@@ -733,3 +729,47 @@ def build_language(data_dir: str | Path, lang: str, seed: int = 0, max_share: fl
     if not files:
         raise FileNotFoundError(f"no UD treebank for {lang!r} under {Path(data_dir) / 'ud'}")
     return build_pairs(files, lang, unimorph_file(data_dir, lang), lexicon_files(data_dir, lang), seed, max_share)
+
+
+# ---------------------------------------------------------------- comparing with MultiBLiMP 1.0
+
+RELEASED_COUNTS = {"est": 2575, "fao": 232, "isl": 2801, "fas": 2553, "swe": 201, "eng": 770}  # MultiBLiMP 1.0 items
+
+
+def counts_against_released(built: dict[str, "Built"]) -> pd.DataFrame:
+    """Per language: pairs we build (after and before balancing) next to MultiBLiMP 1.0's item count."""
+    rows = [{"lang": lang, "built": len(b.pairs), "before_balancing": sum(b.before_balance.values()),
+             "multiblimp_1_0": RELEASED_COUNTS.get(lang)} for lang, b in built.items()]
+    return pd.DataFrame(rows, columns=["lang", "built", "before_balancing", "multiblimp_1_0"])
+
+
+def _squeeze(text: str) -> str:
+    return "".join(text.split())
+
+
+def _released_key(row) -> tuple[str, str] | None:
+    """(sent_id, wrong sentence without whitespace) of a released row; None without a sent_id."""
+    try:
+        meta = ast.literal_eval(row["metadata"]) if isinstance(row["metadata"], str) else {}
+    except (ValueError, SyntaxError):
+        return None
+    sent_id = meta.get("sent_id") if isinstance(meta, dict) else None
+    return (sent_id, _squeeze(row["wrong_sen"])) if sent_id else None
+
+
+def recovered_share(released: pd.DataFrame, ours: pd.DataFrame, files: Iterable[str]) -> tuple[int, int]:
+    """(released pairs from `files` that we also build, released pairs from `files`). A pair is the
+    same when the sentence id and the wrong sentence (whitespace ignored: MultiBLiMP writes "is n't"
+    where the text has "isn't") agree. `released` has MultiBLiMP's columns (its metadata names the
+    treebank file as `UD_X/name.conllu`)."""
+    names = {Path(str(f)).name.removesuffix(".gz") for f in files}
+    mine = {(json.loads(m)["sent_id"], _squeeze(w)) for m, w in zip(ours["metadata"], ours["wrong_sen"])}
+    total = found = 0
+    for _, row in released.iterrows():
+        key = _released_key(row)
+        treebank = str(row["metadata"]).split("'treebank': '")[-1].split("'")[0]
+        if key is None or Path(treebank).name not in names:
+            continue
+        total += 1
+        found += key in mine
+    return found, total
