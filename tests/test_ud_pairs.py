@@ -81,7 +81,9 @@ def pairs_of(built) -> set[tuple[str, str, str, str]]:
 
 def test_subject_verb_number_and_person(tmp_path, unimorph):
     built = build(tmp_path, unimorph, conllu(dog()))
-    assert pairs_of(built) == {("SV-#", "Sing", "Plur", "The dog singen ."), ("SV-P", "3", "1", "The dog singo .")}
+    # every other value and every form the lexicon has for it, as MultiBLiMP does
+    assert pairs_of(built) == {("SV-#", "Sing", "Plur", "The dog singen ."), ("SV-P", "3", "1", "The dog singo ."),
+                               ("SV-P", "3", "2", "The dog singst .")}
     row = built.pairs.iloc[0]
     assert (row.sen, row.verb, row.child, row.distance, row.prefix, row.lang) == \
         ("The dog sings .", "sings", "dog", 1, "The dog", "xx")
@@ -89,12 +91,13 @@ def test_subject_verb_number_and_person(tmp_path, unimorph):
     assert meta["sent_id"] == "s1" and meta["file"] == "x.conllu" and meta["verb_id"] == 3
 
 
-def test_person_target_order_and_verb_first(tmp_path, unimorph):
-    # 1 -> 3 first; the verb before its subject gives a negative distance and a prefix without the subject
+def test_every_other_person_and_verb_first(tmp_path, unimorph):
+    # the verb before its subject gives a negative distance and a prefix without the subject
     words = [["Singo", "sing", "VERB", "Mood=Ind|Number=Sing|Person=1|Tense=Pres|VerbForm=Fin", 0, "root", ""],
              ["I", "I", "PRON", "Number=Sing|Person=1|PronType=Prs", 1, "nsubj", ""]]
     built = build(tmp_path, unimorph, conllu(words))
-    assert pairs_of(built) == {("SV-#", "Sing", "Plur", "Singem I"), ("SV-P", "1", "3", "Sings I")}
+    assert pairs_of(built) == {("SV-#", "Sing", "Plur", "Singem I"), ("SV-P", "1", "3", "Sings I"),
+                               ("SV-P", "1", "2", "Singst I")}
     assert set(built.pairs.distance) == {-1} and set(built.pairs.prefix) == {""}
 
 
@@ -105,9 +108,13 @@ def test_subject_verb_gender(tmp_path, unimorph):
     assert ("SV-#", "Sing", "Plur", "The dog ranp .") in pairs_of(built)
 
 
-def test_copula_agrees_with_a_nominal_predicate(tmp_path, unimorph):
+def test_nominal_predicates_are_skipped_copulas_of_verbs_agree(tmp_path, unimorph):
+    # MultiBLiMP takes subjects of VERB/AUX heads only; their first auxiliary or copula is the agreeing word
     words = [["The", "the", "DET", "", 2, "det", ""], ["dog", "dog", "NOUN", "Number=Sing", 4, "nsubj", ""],
              ["is", "be", "AUX", FIN, 4, "cop", ""], ["big", "big", "ADJ", "Degree=Pos", 0, "root", ""]]
+    built = build(tmp_path, unimorph, conllu(words))
+    assert built.pairs.empty and built.reasons["head not a verb"] == 1
+    words[3][2] = "VERB"
     assert pairs_of(build(tmp_path, unimorph, conllu(words))) == {
         ("SV-#", "Sing", "Plur", "The dog are big"), ("SV-P", "3", "1", "The dog am big")}
 
@@ -119,11 +126,12 @@ def _letter(aux_feats: str, aux: str = "is", aux_lemma: str = "be"):
             ["writtenf", "write", "VERB", "Gender=Fem|Number=Sing|Tense=Past|VerbForm=Part", 0, "root", ""]]
 
 
-def test_participle_agrees_in_what_the_auxiliary_does_not_show(tmp_path, unimorph):
-    # the finite auxiliary shows number and person: it gets SV-#/SV-P, the participle only SP-G
+def test_auxiliary_and_participle_agree_separately(tmp_path, unimorph):
+    # MultiBLiMP's SV filter swaps the auxiliary, its SP filter the participle head, each in every feature
     built = build(tmp_path, unimorph, conllu(_letter(FIN)))
     assert pairs_of(built) == {("SV-#", "Sing", "Plur", "The letter are writtenf"),
                                ("SV-P", "3", "1", "The letter am writtenf"),
+                               ("SP-#", "Sing", "Plur", "The letter is writtenfp"),
                                ("SP-G", "Fem", "Masc", "The letter is writtenm")}
 
 
@@ -196,11 +204,32 @@ def test_form_filters(tmp_path, unimorph, verb, lemma, feats, reason):
     assert not (built.pairs.phenomenon == "SV-#").any() and built.reasons[reason] >= 1
 
 
-def test_verb_inside_a_multi_word_token_and_text_mismatch(tmp_path, unimorph):
-    built = build(tmp_path, unimorph, conllu(dog(), text="The dogsings .", mwt=(2, 3, "dogsings")))
-    assert built.pairs.empty and built.reasons["verb inside a multi-word token"] == 2
-    built = build(tmp_path, unimorph, conllu(dog(), text="A dog sings ."))
-    assert built.pairs.empty and built.reasons["text does not match tokens"] == 1
+def test_verb_inside_a_multi_word_token_or_text_mismatch_uses_the_words(tmp_path, unimorph):
+    # as MultiBLiMP: the words joined by spaces (none after SpaceAfter=No), e.g. "is n't"
+    for sentence in (conllu(dog(), text="The dogsings .", mwt=(2, 3, "dogsings")),
+                     conllu(dog(change={(1, 6): "SpaceAfter=No"}), text="A dog sings .")):
+        built = build(tmp_path, unimorph, sentence)
+        assert ("SV-#", "Sing", "Plur", built.pairs.sen.iloc[0].replace("sings", "singen")) in pairs_of(built)
+    assert set(built.pairs.sen) == {"The dogsings ."} and set(built.pairs.prefix) == {"The dog"}
+
+
+def test_every_lexicon_form_words_in_multi_word_tokens_included(tmp_path, unimorph):
+    lexicon = tmp_path / "lex.conllu"
+    lexicon.write_text(conllu([["I", "I", "PRON", "Number=Sing|Person=1", 2, "nsubj", ""],
+                               ["'m", "be", "AUX", FIN.replace("=3", "=1"), 3, "aux", ""],
+                               ["going", "go", "VERB", "VerbForm=Part", 0, "root", ""]], mwt=(1, 2, "I'm")))
+    words = [["He", "he", "PRON", "Number=Sing|Person=3", 2, "nsubj", ""], ["is", "be", "AUX", FIN, 0, "root", ""]]
+    built = build(tmp_path, unimorph, conllu(words), lexicon_files=[lexicon])
+    assert {r[3] for r in pairs_of(built) if r[0] == "SV-P"} == {"He am", "He 'm"}
+
+
+def test_english_number_only_in_the_present_third_person(tmp_path, unimorph):
+    past = FIN.replace("Pres", "Past").replace("sings", "sang")
+    for feats, n in ((FIN, 1), (past, 0)):
+        path = tmp_path / "x.conllu"
+        path.write_text(conllu(dog("sings", "sing", feats)))
+        built = ud_pairs.build_pairs([path], "eng", unimorph, max_share=1.0)
+        assert (built.pairs.phenomenon == "SV-#").sum() == n and built.reasons["not a tested form"] == 1 - n
 
 
 def test_unimorph_reading_light_verbs_and_zwnj():
@@ -260,8 +289,8 @@ def test_build_pairs_command(tmp_path, unimorph, capsys):
     code = cli.main(["build-pairs", "--lang", "xx", "--out", str(out), "--unimorph", str(unimorph),
                      "--max-share", "1", str(tmp_path / "x.conllu")])
     printed = capsys.readouterr().out
-    assert code == 0 and "2 pairs from 1 sentences" in printed and "SV-#: 1" in printed and "SP-G: 0" in printed
-    assert len(pair_sources.load_multiblimp_local(out)) == 2
+    assert code == 0 and "3 pairs from 1 sentences" in printed and "SV-#: 1" in printed and "SP-G: 0" in printed
+    assert len(pair_sources.load_multiblimp_local(out)) == 3
     assert cli.main(["build-pairs", "--lang", "xx", "--out", str(out), str(tmp_path / "missing.conllu")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "missing.conllu" in err
@@ -353,3 +382,37 @@ def test_no_treebank_gives_an_empty_counts_table(tmp_path):
     written = data.build_multiblimp(p, layout.of(p).data, log=lambda m: None)
     assert written == [layout.of(p).data.multiblimp_counts, layout.of(p).data.multiblimp_counts.with_suffix(".md")]
     assert data.load_multiblimp_counts(p).empty and not layout.of(p).data.multiblimp("est").exists()
+
+
+def test_counts_against_the_released_multiblimp(real_pairs):
+    _, built = real_pairs
+    table = ud_pairs.counts_against_released(built).set_index("lang")
+    assert table.loc["eng", "multiblimp_1_0"] == 770 and table.loc["swe", "multiblimp_1_0"] == 201
+    assert (table.built <= table.before_balancing).all() and (table.built > 0).all()
+
+
+def test_recovers_the_released_english_pairs_from_our_treebanks():
+    """MultiBLiMP 1.0's eng/data.tsv is not ours to ship: give its path in HYPERLLAMA_MULTIBLIMP_ENG."""
+    import os
+
+    from conftest import shared_data
+
+    released = os.environ.get("HYPERLLAMA_MULTIBLIMP_ENG")
+    if not released or not os.path.isfile(released):
+        pytest.skip("the released MultiBLiMP 1.0 English data.tsv is not here: set HYPERLLAMA_MULTIBLIMP_ENG")
+    data_dir = shared_data()
+    files = ud_pairs.lexicon_files(data_dir, "eng")
+    if not files:
+        pytest.skip(f"no English UD treebanks at {data_dir / 'ud'}: set HYPERLLAMA_DATA")
+    ours = ud_pairs.build_pairs(files, "eng", ud_pairs.unimorph_file(data_dir, "eng"), files, max_share=1.0)
+    found, total = ud_pairs.recovered_share(pd.read_csv(released, sep="\t"), ours.pairs, files)
+    assert total > 0 and found / total >= 0.6, (found, total)
+
+
+def test_recovered_share_matches_ids_and_ignores_whitespace():
+    released = pd.DataFrame({"wrong_sen": ["Yes, am n't she?", "They is .", "He are ."],
+                             "metadata": [repr({"sent_id": "a", "treebank": "UD_English-X/x.conllu"}),
+                                          repr({"sent_id": "b", "treebank": "UD_English-X/x.conllu"}),
+                                          repr({"sent_id": "c", "treebank": "UD_English-Y/other.conllu"})]})
+    ours = pd.DataFrame({"wrong_sen": ["Yes, amn't she?"], "metadata": [json.dumps({"sent_id": "a"})]})
+    assert ud_pairs.recovered_share(released, ours, ["/d/x.conllu.gz"]) == (1, 2)

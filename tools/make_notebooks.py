@@ -93,18 +93,21 @@ automatically from UD treebanks and UniMorph; its files are on the Hub, which is
 This step rebuilds such pairs (`hyperllama_lib/evaluation/ud_pairs.py`, also `hyperllama build-pairs`) from each
 language's **held-out** UD files (test, or dev where a treebank has no test):
 
-* keep clean sentences (no typos, foreign words, style or correction marks, reparanda);
-* find a NOUN or PRON subject and the word that agrees with it: the verb, or the copula or finite
-  auxiliary (SV-#, SV-P, SV-G: number, person, gender), or a participle (SP-#, SP-P, SP-G), skipping
-  conjoined subjects and clauses with expletive or outer subjects;
-* swap that word for the form with the other feature value, taken from UniMorph and the forms the
-  treebanks attest for the same lemma; drop the item when that form is missing, identical, ambiguous
+* keep the sentences MultiBLiMP keeps (no typos, foreign words, style or correction marks, reparanda;
+  at most 64 words);
+* find a NOUN or PRON subject of a verb and the word that agrees with it, as MultiBLiMP's pipeline does:
+  the verb's first auxiliary or copula, else the verb (SV-#, SV-P, SV-G: number, person, gender), and a
+  participle verb itself (SP-#, SP-P, SP-G), skipping conjoined subjects and clauses with expletive or
+  outer subjects; English number only in the present third person;
+* swap that word for every form that UniMorph and the treebanks (multi-word-token parts included, e.g.
+  "'m") have for each other feature value, one pair per form; drop a form that is identical, ambiguous
   (also grammatical with the original features) or several words;
 * balance: within a phenomenon, no feature value makes up more than half the items.
 
 Every sentence of these pairs was removed from the training text above. 05_eval scores them (or the
 released MultiBLiMP files, when `multiblimp_dir` or the Hub provides them). Pairs per language and
-phenomenon (`before_balancing`: items found before balancing):"""),
+phenomenon (`before_balancing`: items found before balancing; `multiblimp_1_0`: items in the released
+MultiBLiMP 1.0, a sample of at most 100 per condition drawn from all of each language's UD treebanks):"""),
 ("code", """counts = data.load_multiblimp_counts(P)
 counts"""),
 ("md", """A sample of 20 pairs per language for inspection (`verb` is replaced by `wrong_verb` in the

@@ -6,31 +6,28 @@ every language with a UD treebank gets grammar pairs. `build_pairs` reads CoNLL-
 in MultiBLiMP's `data.tsv` format (`write_data_tsv`), which
 `pair_sources.load_multiblimp_local` reads.
 
-Design choices (ours where the method leaves room):
-- Sentences. A sentence is dropped when any word has `Typo=Yes` or a `goeswith` relation (typos),
-  `Foreign=Yes` (FEATS or MISC) or a `:foreign` relation (foreign words), any `Style=` feature (style),
-  any `Correct*=` attribute in FEATS or MISC, e.g. `CorrectForm=` (corrections), or a `reparandum`
-  relation (disfluencies). Its `# text` must be spelled by its tokens in order (only whitespace
-  between them), so that the verb's place in the text is known; otherwise the sentence is dropped.
-- Subjects and agreeing words. A subject is an `nsubj` or `nsubj:pass` dependent with UPOS NOUN or
-  PRON. Its head's finite auxiliaries and copula (`aux`, `aux:pass`, `cop`) agree with it; the head
-  itself, when a VERB or AUX or a participle (`VerbForm=Part`, whatever its UPOS: Swedish tags
-  predicative participles ADJ), agrees in the features none of those shows. So in "the letters were
-  written" the auxiliary carries number and person, an Icelandic participle still gender, a Swedish
-  one (its auxiliary shows neither) number and gender, and a Persian participle before "است" nothing.
-  A finite word has `VerbForm=Fin`, or no VerbForm but Person or Mood. Phenomena: SV-#/SV-P/SV-G for
-  finite words, SP-#/SP-P/SP-G for participles (number, person, gender).
-- Skipped clauses: a subject with a `conj` dependent (conjoined subject); a head with an `expl`
-  dependent (expletive) or an `nsubj:outer`/`csubj:outer` dependent (outer subject).
+Design choices: MultiBLiMP's published pipeline (github.com/jumelet/multiblimp: its NsubjFilter, its
+UniMorph/UD inflector, its treebank filter) wherever ours differed; docs/multiblimp_pairs.md lists where
+we still differ and why.
+- Sentences. Dropped, as in MultiBLiMP, when any word has `Typo=Yes`, a `Foreign` or `Style` feature,
+  a MISC key containing `Correct`, or the relation `reparandum`, or when it has more than MAX_WORDS (64)
+  words. The pair's sentence is the `# text` when the swapped word is its own token there; otherwise
+  (a word inside a multi-word token such as "isn't", or tokens that do not spell the text) it is the
+  words joined by spaces except after SpaceAfter=No, MultiBLiMP's sentence ("is n't").
+- Subjects and agreeing words. A subject is an `nsubj` (or, unlike MultiBLiMP, `nsubj:pass`) dependent
+  with UPOS NOUN or PRON whose head is a VERB or AUX (or a participle: Swedish tags them ADJ). SV: the
+  agreeing word is the head's first `cop`/`aux*` dependent, else the head, and must be finite
+  (`VerbForm=Fin`, or no VerbForm but Person or Mood). SP: the head itself when it is a participle.
+  Skipped: a subject with a `conj` dependent; a head with a dependent whose relation contains `expl`,
+  `csubj:outer` or `nsubj:outer`. Per language and phenomenon REQUIRED may demand features of the word:
+  English SV-# only in the present third person (MultiBLiMP's setting).
 - Features. The agreement features are Number, Person and Gender. Ones missing on the agreeing word
   are taken from the subject (a NOUN subject without Person counts as third person). When subject and
-  word both have a value and the values differ, the subject-word pair is dropped. One item is tried
-  per agreement feature of the word.
-- Target value. Number swaps Sing <-> Plur (Dual -> Sing). Person tries 3 -> 1, then 2; 1 -> 3,
-  then 2; 2 -> 3, then 1: the first value that gives a form is used. Gender tries the other genders
-  in the order Masc, Fem, Neut, Com.
+  word both have a value and the values differ, the subject-word pair is dropped. Each agreement
+  feature of the word is swapped to every other value (Number Sing/Plur/Dual, Person 1/2/3, Gender
+  Masc/Fem/Neut/Com).
 - Forms. A lexicon per language holds every VERB/AUX/participle form attested in the UD files given
-  (with its UD features and count; words inside multi-word tokens are not forms), plus UniMorph verb
+  (words inside multi-word tokens included, e.g. "'m"; with UD features and count), plus UniMorph verb
   entries (lemma, form, ';'-tags, mapped to UD features; finite unless tagged as a participle,
   infinitive, converb or masdar; colloquial COL entries are skipped). The forms of a multi-word
   UniMorph lemma whose first words they repeat also count for its last word ("X kardan" gives the
@@ -43,18 +40,16 @@ Design choices (ours where the method leaves room):
   value of the swapped feature explicitly and is compatible with the word's features ("form not
   confirmed" otherwise: e.g. a Swedish finite verb, which has no number). Target analyses have the
   new value explicitly and are compatible with the word's other features; the most specific win (most
-  features equal to the target, then fewest features the target lacks). Among their forms, one must
-  have at least DOMINANCE (2) times the support of any other (its UD count; 1 for a UniMorph entry),
-  else the item is dropped as "ambiguous target": this drops annotation noise and forms left
-  underspecified (an Icelandic participle without gender matches every gender). The item is also
-  dropped when there is no target form ("missing form"), when the chosen form equals the original up
-  to case ("identical form"), when it is ambiguous: it has an analysis with the original value that is
-  compatible with the word's features, so the wrong sentence could be grammatical ("ambiguous form"),
-  or when it contains a space ("multi-word form"). Forms are compared casefolded and without
-  zero-width non-joiners; Persian UniMorph spells without them, so a UniMorph form gets the original's
-  ZWNJs at the same offsets where their beginnings agree. The new form copies the original's
-  capitalisation; a word inside a multi-word token cannot be swapped.
-- Rows. `sen` is the `# text`; `wrong_sen` replaces the word's characters; `prefix` is the text
+  features equal to the target, then fewest features the target lacks). Every form of theirs makes
+  a pair (MultiBLiMP takes every form its lexicon has: "is" -> "am" and "'m"), except a form seen
+  RARE_FORM_RATIO (100) times less often than the commonest (annotation noise), the original up to
+  case ("identical form"), a form with an analysis that has the original value and is compatible with
+  the word's features, so the wrong sentence could be grammatical ("ambiguous form"), and a form with
+  a space ("multi-word form"); none left: "missing form" or the first of those reasons. Forms are
+  compared casefolded and without zero-width non-joiners; Persian UniMorph spells without them, so a
+  UniMorph form gets the original's ZWNJs at the same offsets where their beginnings agree. The new
+  form copies the original's capitalisation.
+- Rows. `sen` is the sentence above; `wrong_sen` replaces the word's characters; `prefix` is the text
   before the word, without trailing spaces; `distance` = word id - subject id (negative when the
   word comes first); `metadata` is JSON with the file, `sent_id`, ids and lemma. Feature values are
   UD's (Sing, Plur, 1, 2, 3, Masc, Fem, Neut, Com). Identical (sen, wrong_sen) rows are kept once.
@@ -70,6 +65,7 @@ Design choices (ours where the method leaves room):
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import csv
 import functools
@@ -95,17 +91,20 @@ COLUMNS = ["sen", "verb", "wrong_sen", "wrong_verb", "phenomenon", "lang", "gram
            "ungrammatical_feature", "child", "distance", "prefix", "metadata"]
 PHENOMENA = ("SV-#", "SV-P", "SV-G", "SP-#", "SP-P", "SP-G")
 AGREEMENT = {"Number": "#", "Person": "P", "Gender": "G"}
-TARGETS = {
-    "Number": {"Sing": ("Plur",), "Plur": ("Sing",), "Dual": ("Sing",)},
-    "Person": {"1": ("3", "2"), "2": ("3", "1"), "3": ("1", "2")},
-    "Gender": {g: tuple(x for x in ("Masc", "Fem", "Neut", "Com") if x != g) for g in ("Masc", "Fem", "Neut", "Com")},
-}
+VALUES = {"Number": ("Sing", "Plur", "Dual"), "Person": ("1", "2", "3"), "Gender": ("Masc", "Fem", "Neut", "Com")}
+TARGETS = {feature: {v: tuple(x for x in values if x != v) for v in values} for feature, values in VALUES.items()}
 COMPARED = ("VerbForm", "Mood", "Tense", "Aspect", "Voice", "Polarity", "Person", "Number", "Gender",
             "Case", "Definite")
-SUBJECT_RELATIONS = ("nsubj", "nsubj:pass")
+SUBJECT_RELATIONS = ("nsubj", "nsubj:pass")  # MultiBLiMP: nsubj only (see the module doc)
 SUBJECT_UPOS = ("NOUN", "PRON")
+HEAD_UPOS = ("VERB", "AUX")
+SKIPPED_HEAD_RELATIONS = ("expl", "csubj:outer", "nsubj:outer")
+MAX_WORDS = 64
+# what the agreeing word must show, per language and phenomenon (MultiBLiMP: English number only in the
+# present third person, where English verbs mark it)
+REQUIRED = {("eng", "SV-#"): {"Tense": "Pres", "Person": "3"}}
 ZWNJ = "\u200c"
-DOMINANCE = 2  # a target form needs this many times the support of any other (see _choose)
+RARE_FORM_RATIO = 100  # a UD form seen this many times less often than the commonest target form is noise
 NON_FINITE = {"V.PTCP": "Part", "V.PTCP.PRS": "Part", "V.PTCP.PST": "Part", "NFIN": "Inf", "V.CVB": "Conv",
               "V.MSDR": "Vnoun"}
 UNIMORPH_FEATURES = {
@@ -234,20 +233,34 @@ def offsets(sent: Sentence) -> dict[int, tuple[int, int]] | None:
 
 
 def sentence_problem(sent: Sentence) -> str | None:
-    """Why a sentence is not used (typo, foreign, style, correction, reparandum), or None."""
+    """Why MultiBLiMP would not use a sentence (typo, foreign word, style, correction, reparandum, too
+    long), or None."""
+    if len(sent.words) > MAX_WORDS:
+        return "too long"
     for w in sent.words:
-        both = {**w.misc, **w.feats}
-        if w.feats.get("Typo") == "Yes" or w.deprel == "goeswith":
+        if w.feats.get("Typo") == "Yes":
             return "typo"
-        if both.get("Foreign") == "Yes" or w.deprel.endswith(":foreign"):
+        if "Foreign" in w.feats:
             return "foreign"
-        if "Style" in both:
+        if "Style" in w.feats:
             return "style"
-        if any(k.startswith("Correct") for k in both):
+        if any("Correct" in k for k in w.misc):
             return "correction"
-        if w.deprel.split(":")[0] == "reparandum":
+        if w.deprel == "reparandum":
             return "reparandum"
     return None
+
+
+def words_text(sent: Sentence, replace: dict[int, str] | None = None) -> str:
+    """The words joined by spaces except where MISC says SpaceAfter=No (MultiBLiMP's sentence for
+    words inside multi-word tokens, e.g. "is n't")."""
+    replace = replace or {}
+    parts = []
+    for w in sent.words:
+        parts.append(replace.get(w.id, w.form))
+        if w.misc.get("SpaceAfter") != "No":
+            parts.append(" ")
+    return "".join(parts).strip()
 
 
 # ---------------------------------------------------------------- the lexicon
@@ -328,8 +341,8 @@ class Lexicon:
         self.swaps: dict[tuple, tuple | str] = {}  # swap() results by word and feature
 
     def add_sentence(self, sent: Sentence) -> None:
-        for w in sent.words:  # words inside multi-word tokens are not surface forms
-            if not w.in_mwt and (w.upos in ("VERB", "AUX") or w.feats.get("VerbForm") == "Part"):
+        for w in sent.words:  # words inside multi-word tokens count too ("'m" of "I'm"), as in MultiBLiMP
+            if w.upos in ("VERB", "AUX") or w.feats.get("VerbForm") == "Part":
                 key = tuple(sorted(_ud_analysis(w.feats).items()))
                 self.ud[w.lemma][(unicodedata.normalize("NFC", w.form), key)] += 1
         self._cache.clear()
@@ -337,17 +350,12 @@ class Lexicon:
 
     def add_file(self, path: str | Path) -> None:
         """The verb forms of a CoNLL-U file, read without building sentences (for lexicon-only files)."""
-        mwt_end = 0
         for line in _lines(path):
-            if not line.strip():
-                mwt_end = 0
-            elif line[0].isdigit():
+            if line[:1].isdigit():
                 cols = line.rstrip("\r").split("\t")
-                if len(cols) != 10 or "." in cols[0]:
+                if len(cols) != 10 or "." in cols[0] or "-" in cols[0]:
                     continue
-                if "-" in cols[0]:
-                    mwt_end = int(cols[0].split("-")[1])
-                elif int(cols[0]) > mwt_end and (cols[3] in ("VERB", "AUX") or "VerbForm=Part" in cols[5]):
+                if cols[3] in ("VERB", "AUX") or "VerbForm=Part" in cols[5]:
                     key = tuple(sorted(_ud_analysis(_attributes(cols[5])).items()))
                     self.ud[cols[2]][(unicodedata.normalize("NFC", cols[1]), key)] += 1
         self._cache.clear()
@@ -420,87 +428,93 @@ def _subject_features(subject: Word) -> dict:
     return feats
 
 
+def _clause_problem(sent: Sentence, subject: Word, head: Word) -> str | None:
+    if any(k.deprel == "conj" for k in sent.children.get(subject.id, [])):
+        return "conjoined subject"
+    for kid in sent.children.get(head.id, []):
+        found = next((r for r in SKIPPED_HEAD_RELATIONS if r in kid.deprel), None)
+        if found:
+            return "expletive" if found == "expl" else "outer subject"
+    return None
+
+
+def _agreeing_words(sent: Sentence, head: Word) -> list[tuple[Word, str]]:
+    """(word, kind): for SV the head's first auxiliary or copula, else the head itself; for SP the head
+    when it is a participle VERB (MultiBLiMP's two filters)."""
+    helper = next((k for k in sent.children.get(head.id, []) if k.deprel == "cop" or k.deprel.startswith("aux")),
+                  None)
+    out = [(helper or head, "SV")]
+    if head.feats.get("VerbForm") == "Part":
+        out.append((head, "SP"))
+    return out
+
+
 def candidates(sent: Sentence, reasons: Counter) -> list[Candidate]:
     """Subject-word pairs of a sentence that pass the clause filters (reasons counts the others)."""
     by_id = {w.id: w for w in sent.words}
     out = []
     for subject in sent.words:
-        if subject.deprel not in SUBJECT_RELATIONS or subject.upos not in SUBJECT_UPOS:
-            continue
         head = by_id.get(subject.head)
-        if head is None:
+        if subject.deprel not in SUBJECT_RELATIONS or subject.upos not in SUBJECT_UPOS or head is None:
             continue
-        kids = sent.children.get(head.id, [])
-        if any(k.deprel == "conj" or k.deprel.startswith("conj:") for k in sent.children.get(subject.id, [])):
-            reasons["conjoined subject"] += 1
+        if head.upos not in HEAD_UPOS and head.feats.get("VerbForm") != "Part":
+            reasons["head not a verb"] += 1
             continue
-        if any(k.deprel.split(":")[0] == "expl" for k in kids):
-            reasons["expletive"] += 1
+        problem = _clause_problem(sent, subject, head)
+        if problem:
+            reasons[problem] += 1
             continue
-        if any(k.deprel in ("nsubj:outer", "csubj:outer") for k in kids):
-            reasons["outer subject"] += 1
-            continue
-        # finite auxiliaries and copulas agree; the head agrees in what none of them shows
-        helpers = [k for k in kids if k.deprel in ("aux", "aux:pass", "cop") and _finite(k.feats)]
-        shown = {f for k in helpers for f in AGREEMENT if f in k.feats}
-        words = [(k, set(AGREEMENT)) for k in helpers]
-        if head.upos in ("VERB", "AUX") or head.feats.get("VerbForm") == "Part":
-            words.append((head, set(AGREEMENT) - shown))
         subject_feats = _subject_features(subject)
-        found = False
-        for word, testable in words:
+        for word, kind in _agreeing_words(sent, head):
             own = _ud_analysis(word.feats)
-            kind = "SP" if own.get("VerbForm") == "Part" else "SV" if own.get("VerbForm") == "Fin" else None
-            feats = {**subject_feats, **own}
-            tested = tuple(f for f in AGREEMENT if f in testable and f in feats)
-            if kind is None or not tested:
+            if own.get("VerbForm") != ("Part" if kind == "SP" else "Fin"):
+                reasons["no agreeing word"] += 1
                 continue
-            found = True
             if not _compatible({k: own[k] for k in AGREEMENT if k in own}, subject_feats):
                 reasons["subject-verb feature mismatch"] += 1
                 continue
-            out.append(Candidate(subject, word, kind, feats, tested))
-        if not found:
-            reasons["no agreeing word"] += 1
+            feats = {**subject_feats, **own}
+            out.append(Candidate(subject, word, kind, feats, tuple(f for f in AGREEMENT if f in feats)))
     return out
 
 
-def swap(cand: Candidate, feature: str, lexicon: Lexicon) -> tuple[str, str] | str:
-    """(new value, new form) for swapping one feature of the word, or the reason it cannot be done."""
+def swap(cand: Candidate, feature: str, lexicon: Lexicon) -> list[tuple[str, str]] | str:
+    """Every (new value, new form) for swapping one feature of the word, or why there is none."""
     word, feats = cand.word, cand.feats
-    value = feats[feature]
-    options = TARGETS[feature].get(value)
+    options = TARGETS[feature].get(feats[feature])
     if not options:
         return "no target value"
     key = (word.lemma, word.form, tuple(sorted(feats.items())), feature)
     if key not in lexicon.swaps:
         lexicon.swaps[key] = _swap(word, feats, feature, options, lexicon.analyses(word))
     result = lexicon.swaps[key]
-    return result if isinstance(result, str) else (result[0], _match_case(word.form, result[1]))
+    return result if isinstance(result, str) else [(value, _match_case(word.form, form)) for value, form in result]
 
 
-def _swap(word: Word, feats: dict, feature: str, options: tuple, analyses: list[Analysis]) -> tuple | str:
+def _swap(word: Word, feats: dict, feature: str, options: tuple, analyses: list[Analysis]) -> list | str:
     value = feats[feature]
     original = _plain(word.form)
     grammatical = {_plain(a.form) for a in analyses if a.feats.get(feature) == value and _compatible(a.feats, feats)}
     if original not in grammatical:
         return "form not confirmed"
-    first_reason = None
+    found, first_reason = [], None
     for new in options:
         target = {**feats, feature: new}
-        found = [a for a in analyses if a.feats.get(feature) == new and _compatible(a.feats, target)]
-        result = _choose(found, target, original, grammatical)
-        if isinstance(result, tuple):
-            return new, result[0]
-        first_reason = first_reason or result
-    return first_reason
+        matches = [a for a in analyses if a.feats.get(feature) == new and _compatible(a.feats, target)]
+        result = _choose(matches, target, original, grammatical)
+        if isinstance(result, str):
+            first_reason = first_reason or result
+        else:
+            found += [(new, form) for form in result if (new, form) not in found]
+    return found or first_reason
 
 
-def _choose(found: list[Analysis], target: dict, original: str, grammatical: set[str]) -> tuple[str] | str:
-    """The target form, or why there is none. The most specific analyses win (most features equal to
-    the target, then fewest features the target lacks); among their forms, one must have at least
-    DOMINANCE times the support of any other (UD count, or 1 for a UniMorph entry), and it must
-    differ from the original and have no analysis with the original value (`grammatical`)."""
+def _choose(found: list[Analysis], target: dict, original: str, grammatical: set[str]) -> list[str] | str:
+    """Every target form, or why there is none. The most specific analyses win (most features equal to
+    the target, then fewest features the target lacks); of their forms, all are kept (MultiBLiMP takes
+    every form its lexicon has) except a UD form RARE_FORM_RATIO times rarer than the commonest (noise),
+    the original, forms that also have the original value (`grammatical`: the wrong sentence could be
+    right) and multi-word forms."""
     if not found:
         return "missing form"
 
@@ -508,21 +522,42 @@ def _choose(found: list[Analysis], target: dict, original: str, grammatical: set
         return sum(a.feats.get(k) == v for k, v in target.items()), -len(a.feats.keys() - target.keys())
 
     best = max(specificity(a) for a in found)
-    support: Counter = Counter()
     spelling: dict[str, Counter] = defaultdict(Counter)
     for a in found:
         if specificity(a) == best:
-            support[_plain(a.form)] += a.count or 1
             spelling[_plain(a.form)][a.form] += a.count or 1
-    (top, n), *rest = support.most_common()
-    if rest and n < DOMINANCE * rest[0][1]:
-        return "ambiguous target"
-    if top == original:
-        return "identical form"
-    if top in grammatical:
-        return "ambiguous form"
-    form = min(spelling[top], key=lambda f: (-spelling[top][f], f))
-    return "multi-word form" if " " in form.strip() else (form,)
+    top = max(sum(c.values()) for c in spelling.values())
+    forms, reason = [], "identical form"
+    for plain in sorted(spelling):
+        if RARE_FORM_RATIO * sum(spelling[plain].values()) < top:
+            continue
+        form = min(spelling[plain], key=lambda f: (-spelling[plain][f], f))
+        if plain == original:
+            continue
+        if plain in grammatical:
+            reason = "ambiguous form"
+        elif " " in form.strip():
+            reason = "multi-word form"
+        else:
+            forms.append(form)
+    return forms or reason
+
+
+def _sentence_frame(sent: Sentence, word: Word, spans: dict | None) -> tuple[str, str, str] | None:
+    """(sentence, text before the word, text after it): the `# text` where the word is its own token,
+    else the words joined as MultiBLiMP joins them; None when the word has no place in either."""
+    span = spans.get(word.id) if spans else None
+    if span is not None:
+        return sent.text, sent.text[:span[0]], sent.text[span[1]:]
+    marker = "\x00"
+    joined = words_text(sent, {word.id: marker})
+    before, _, after = joined.partition(marker)
+    return joined.replace(marker, word.form), before, after
+
+
+def _meets_requirements(cand: Candidate, lang: str, phenomenon: str) -> bool:
+    required = REQUIRED.get((lang, phenomenon), {})
+    return all(cand.feats.get(k) == v for k, v in required.items())
 
 
 def sentence_items(sent: Sentence, lang: str, lexicon: Lexicon, reasons: Counter) -> list[dict]:
@@ -532,32 +567,29 @@ def sentence_items(sent: Sentence, lang: str, lexicon: Lexicon, reasons: Counter
         reasons[problem] += 1
         return []
     spans = offsets(sent)
-    if spans is None:
-        reasons["text does not match tokens"] += 1
-        return []
     rows = []
     for cand in candidates(sent, reasons):
-        word, span = cand.word, spans.get(cand.word.id)
+        word = cand.word
+        text, before, after = _sentence_frame(sent, word, spans)
         for feature in cand.tested:
-            code = AGREEMENT[feature]
-            if span is None:
-                reasons["verb inside a multi-word token"] += 1
+            phenomenon = f"{cand.kind}-{AGREEMENT[feature]}"
+            if not _meets_requirements(cand, lang, phenomenon):
+                reasons["not a tested form"] += 1
                 continue
             result = swap(cand, feature, lexicon)
             if isinstance(result, str):
                 reasons[result] += 1
                 continue
-            new_value, new_form = result
-            text = sent.text
             meta = {"file": sent.file, "sent_id": sent.sent_id, "verb_id": word.id, "child_id": cand.subject.id,
                     "lemma": word.lemma, "upos": word.upos, "deprel": word.deprel}
-            rows.append({
-                "sen": text, "verb": word.form, "wrong_sen": text[:span[0]] + new_form + text[span[1]:],
-                "wrong_verb": new_form, "phenomenon": f"{cand.kind}-{code}", "lang": lang,
-                "grammatical_feature": cand.feats[feature], "ungrammatical_feature": new_value,
-                "child": cand.subject.form, "distance": word.id - cand.subject.id,
-                "prefix": text[:span[0]].rstrip(), "metadata": json.dumps(meta, ensure_ascii=False),
-            })
+            for new_value, new_form in result:
+                rows.append({
+                    "sen": text, "verb": word.form, "wrong_sen": before + new_form + after,
+                    "wrong_verb": new_form, "phenomenon": phenomenon, "lang": lang,
+                    "grammatical_feature": cand.feats[feature], "ungrammatical_feature": new_value,
+                    "child": cand.subject.form, "distance": word.id - cand.subject.id,
+                    "prefix": before.rstrip(), "metadata": json.dumps(meta, ensure_ascii=False),
+                })
     return rows
 
 
@@ -697,3 +729,47 @@ def build_language(data_dir: str | Path, lang: str, seed: int = 0, max_share: fl
     if not files:
         raise FileNotFoundError(f"no UD treebank for {lang!r} under {Path(data_dir) / 'ud'}")
     return build_pairs(files, lang, unimorph_file(data_dir, lang), lexicon_files(data_dir, lang), seed, max_share)
+
+
+# ---------------------------------------------------------------- comparing with MultiBLiMP 1.0
+
+RELEASED_COUNTS = {"est": 2575, "fao": 232, "isl": 2801, "fas": 2553, "swe": 201, "eng": 770}  # MultiBLiMP 1.0 items
+
+
+def counts_against_released(built: dict[str, "Built"]) -> pd.DataFrame:
+    """Per language: pairs we build (after and before balancing) next to MultiBLiMP 1.0's item count."""
+    rows = [{"lang": lang, "built": len(b.pairs), "before_balancing": sum(b.before_balance.values()),
+             "multiblimp_1_0": RELEASED_COUNTS.get(lang)} for lang, b in built.items()]
+    return pd.DataFrame(rows, columns=["lang", "built", "before_balancing", "multiblimp_1_0"])
+
+
+def _squeeze(text: str) -> str:
+    return "".join(text.split())
+
+
+def _released_key(row) -> tuple[str, str] | None:
+    """(sent_id, wrong sentence without whitespace) of a released row; None without a sent_id."""
+    try:
+        meta = ast.literal_eval(row["metadata"]) if isinstance(row["metadata"], str) else {}
+    except (ValueError, SyntaxError):
+        return None
+    sent_id = meta.get("sent_id") if isinstance(meta, dict) else None
+    return (sent_id, _squeeze(row["wrong_sen"])) if sent_id else None
+
+
+def recovered_share(released: pd.DataFrame, ours: pd.DataFrame, files: Iterable[str]) -> tuple[int, int]:
+    """(released pairs from `files` that we also build, released pairs from `files`). A pair is the
+    same when the sentence id and the wrong sentence (whitespace ignored: MultiBLiMP writes "is n't"
+    where the text has "isn't") agree. `released` has MultiBLiMP's columns (its metadata names the
+    treebank file as `UD_X/name.conllu`)."""
+    names = {Path(str(f)).name.removesuffix(".gz") for f in files}
+    mine = {(json.loads(m)["sent_id"], _squeeze(w)) for m, w in zip(ours["metadata"], ours["wrong_sen"])}
+    total = found = 0
+    for _, row in released.iterrows():
+        key = _released_key(row)
+        treebank = str(row["metadata"]).split("'treebank': '")[-1].split("'")[0]
+        if key is None or Path(treebank).name not in names:
+            continue
+        total += 1
+        found += key in mine
+    return found, total

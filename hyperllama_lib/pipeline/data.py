@@ -166,9 +166,10 @@ def build_multiblimp(p: Params, dp: layout.DataPaths, log=print) -> list[Path]:
         written.append(ud_pairs.write_data_tsv(built.pairs, target))
         rows.append({"lang": lang, "treebank_files": " ".join(f.name for f in treebanks),
                      "sentences": built.sentences, **ud_pairs.counts(built.pairs),
-                     "before_balancing": sum(built.before_balance.values())})
+                     "before_balancing": sum(built.before_balance.values()),
+                     "multiblimp_1_0": ud_pairs.RELEASED_COUNTS.get(lang)})
         log(f"  {lang}: {len(built.pairs)} MultiBLiMP pairs from {built.sentences} held-out UD sentences")
-    columns = ["lang", "treebank_files", "sentences", *ud_pairs.PHENOMENA, "total", "before_balancing"]
+    columns = ["lang", "treebank_files", "sentences", *ud_pairs.PHENOMENA, "total", "before_balancing", "multiblimp_1_0"]
     table = pd.DataFrame(rows, columns=columns)  # written even when empty, so 01_data can always show it
     artifacts.atomic.write_text(dp.multiblimp_counts, table.to_csv(index=False))
     artifacts.atomic.write_text(dp.multiblimp_counts.with_suffix(".md"), table.to_markdown(index=False) + "\n")
