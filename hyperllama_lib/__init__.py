@@ -16,6 +16,10 @@ import warnings
 
 __version__ = "0.1.0"
 
+# In a kernel without ipywidgets (papermill's, the `make test` environment) the libraries we import get text
+# bars from tqdm.auto, as our own bars do there (hyperllama_lib.progress): its "IProgress not found" is no news.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 from .models.modeling import register as _register  # noqa: E402
 
 _register()

@@ -56,13 +56,19 @@ def test_notebooks_name_the_environment_kernel():
 
 CHECK = """import json, os, sys
 from hyperllama_lib.progress import tqdm
+from tqdm import auto  # noqa: F401  (as the libraries we import do)
 for _ in tqdm(range(3), desc="counting"):
     pass
 print(json.dumps({"executable": sys.executable, "prefix": sys.prefix, "decoy": os.environ.get("DECOY_KERNEL"),
                   "bar": tqdm.__module__}))"""
 
 
-def test_a_grid_job_runs_in_the_environment_with_text_bars(decoy_home, tmp_path):
+def test_a_grid_job_runs_in_the_environment_with_text_bars(decoy_home, tmp_path, monkeypatch):
+    # as in the `make test` environment, without ipywidgets, where tqdm.auto would warn "IProgress not found"
+    hidden = tmp_path / "no_widgets" / "ipywidgets"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("ipywidgets hidden by the test")\n')
+    monkeypatch.setenv("PYTHONPATH", str(hidden.parent))
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     book = nbformat.v4.new_notebook(metadata={"kernelspec": dict(jupyter_kernel.KERNELSPEC)})
