@@ -25,6 +25,11 @@ FULL_SETUPS = ("1x", "1x_cloned", "2x")  # continued pretraining of every weight
 LORA_SETUPS = ("1x_lora", "2x_lora", "1x_cloned_lora")  # a peft LoRA adapter on the same base (training/adapters.py)
 SETUPS = FULL_SETUPS + LORA_SETUPS
 DEFAULT_SETUPS = FULL_SETUPS + ("1x_lora", "2x_lora")  # 1x_cloned_lora only when asked for
+
+
+def lora_twins(setups) -> list[tuple[str, str]]:
+    """(full setup, its LoRA setup) for every base that `setups` adapt both ways."""
+    return [(s, f"{s}_lora") for s in setups if s in FULL_SETUPS and f"{s}_lora" in setups]
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DATA_ENV = "HYPERLLAMA_DATA"
 RUNS_ENV = "HYPERLLAMA_RUNS"

@@ -30,7 +30,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from .. import artifacts, languages
-from ..params import MissingInputError, Params  # noqa: E402
+from ..params import MissingInputError, Params, lora_twins  # noqa: E402
 from . import cpt, evaluate, layout, report  # noqa: E402
 
 SETUP_ORDER = ["1x", "1x_cloned", "2x", "1x_lora", "2x_lora", "1x_cloned_lora"]
@@ -502,11 +502,6 @@ def pair_counts_table(results: pd.DataFrame) -> pd.DataFrame:
 
 # -- (6) parameter-efficient adaptation (LoRA; beyond the paper) --------------------------------------------
 
-def lora_pairs(setups: list[str]) -> list[tuple[str, str]]:
-    """(full setup, its LoRA setup) for every base the run adapted both ways."""
-    return [(s, f"{s}_lora") for s in setups if f"{s}_lora" in setups]
-
-
 def learning_forgetting_table(results: pd.DataFrame, forgetting: pd.DataFrame, langs: list[str],
                               setups: list[str]) -> pd.DataFrame:
     """One row per adapted model: target bpb (its own language; the multilingual model: the mean over the
@@ -538,7 +533,7 @@ def lora_vs_full_table(points: pd.DataFrame, setups: list[str]) -> pd.DataFrame:
         return pd.DataFrame()
     cols = ["target_bpb", "target_gain", "eng_bpb_change", "blimp_change", "flops_total"]
     rows = []
-    for full, lora in lora_pairs(setups):
+    for full, lora in lora_twins(setups):
         a = points[points.setup == full].set_index("trained_on")[cols]
         b = points[points.setup == lora].set_index("trained_on")[cols]
         both = a.merge(b, left_index=True, right_index=True, suffixes=("_full", "_lora"))
@@ -572,7 +567,7 @@ def lora_equal_flops_table(curves: pd.DataFrame, langs: list[str], setups: list[
     (linear between the points around it), for both FLOP conventions. A LoRA step costs less (no weight
     gradients for frozen weights), so the full run is read part-way, with fewer tokens seen."""
     rows = []
-    for full, lora in lora_pairs(setups):
+    for full, lora in lora_twins(setups):
         for trained_on in [*langs, languages.MULTILINGUAL]:
             a, b = _curve_means(curves, full, trained_on, langs), _curve_means(curves, lora, trained_on, langs)
             if a.empty or b.empty:
@@ -597,7 +592,7 @@ def lora_merging_table(summary: pd.DataFrame, setups: list[str]) -> pd.DataFrame
         return pd.DataFrame()
     s = summary.set_index("setup")
     rows = []
-    for full, lora in lora_pairs(setups):
+    for full, lora in lora_twins(setups):
         if full not in s.index or lora not in s.index:
             continue
         f, a = s.loc[full], s.loc[lora]
@@ -892,7 +887,7 @@ def derive(rows: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     }
     forgetting = tables["forgetting"]
     tables["learning_forgetting"] = (learning_forgetting_table(results, forgetting, langs, setups)
-                                     if lora_pairs(setups) else pd.DataFrame())
+                                     if lora_twins(setups) else pd.DataFrame())
     tables["lora_vs_full"] = lora_vs_full_table(tables["learning_forgetting"], setups)
     tables["lora_equal_flops"] = lora_equal_flops_table(curves, langs, setups) if curved else pd.DataFrame()
     tables["lora_merging"] = lora_merging_table(tables["merge_summary"], setups)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import artifacts
+from ..params import lora_twins
 
 BPB_TOL = 0.01
 Z = 2.0
@@ -252,9 +253,8 @@ def claim_lora_upscaling(tables: dict) -> dict:
 
 def lora_findings(tables: dict, setups: list[str]) -> pd.DataFrame:
     """Two claims of our own on the LoRA setups (beyond the paper), by the same rules as the paper's."""
-    pairs = [(s, f"{s}_lora") for s in setups if f"{s}_lora" in setups]
     rows = [claim_forgetting(tables, lora, full, f"{LORA_CLAIMS['forgetting']}: {lora} vs {full}")
-            for full, lora in pairs]
+            for full, lora in lora_twins(setups)]
     if {"1x_lora", "2x_lora"} <= set(setups):
         rows.append(claim_lora_upscaling(tables))
     return pd.DataFrame(rows, columns=["claim", "evidence", "verdict", "why"])
