@@ -14,6 +14,7 @@ import torch
 from safetensors import safe_open
 
 from .. import languages
+from ..artifacts import checkpoints
 from ..corpus import packing
 from ..corpus import tokenizer as tok_lib
 from ..merging.methods._base import magnitude_prune
@@ -78,12 +79,8 @@ def clone_pair(p: Params) -> tuple[Path, Path] | None:
 
 
 def _tensor(model_dir: Path, name: str) -> torch.Tensor:
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    for f in files:
-        with safe_open(str(f), "pt") as st:
-            if name in st.keys():
-                return st.get_tensor(name).float()
-    raise KeyError(f"{name} not in {model_dir}")
+    with safe_open(str(checkpoints.tensor_files(Path(model_dir))[name]), "pt") as st:
+        return st.get_tensor(name).float()
 
 
 def cloned_weight(p: Params, name: str = "model.layers.0.self_attn.q_proj.weight", k: int = 4) -> pd.DataFrame | str:
